@@ -1,0 +1,138 @@
+//! `Config`: everything a [`Server`](crate::Server) needs to know before it binds.
+//!
+//! The struct is plain data with public fields and a `Default`, so embedders
+//! can write `Config { framing: Framing::Line, ..Config::default() }`. The
+//! binary fills it from flags and `REVECHO_*` variables; the library never
+//! reads the environment itself.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Where one message ends. TCP is a byte stream with no message boundaries,
+/// so the server has to pick a rule; this is that rule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Framing {
+    /// Whatever has arrived by the time a readable event has been drained to
+    /// `WouldBlock` (or end of stream). This is what the seed session's single
+    /// `recv(1024)` did, and it depends on timing: a message sent in two
+    /// pieces may be cut in two.
+    #[default]
+    Burst,
+    /// The bytes up to and including the first `\n`. The reply is the line's
+    /// content reversed, followed by the same terminator (`\n` or `\r\n`).
+    /// If the client half-closes before any newline, the bytes so far are the
+    /// line and the reply has no terminator.
+    Line,
+    /// Everything until the client shuts down its write half.
+    Eof,
+}
+
+impl Framing {
+    /// The name used on the command line and in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Framing::Burst => "burst",
+            Framing::Line => "line",
+            Framing::Eof => "eof",
+        }
+    }
+}
+
+impl fmt::Display for Framing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Settings for one [`Server`](crate::Server).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Addresses to listen on, as `host:port`. A host name binds every
+    /// address it resolves to (`localhost` gives 127.0.0.1 and, where it
+    /// exists, ::1). Port 0 picks a free port; all addresses of one entry then
+    /// share the port of the first one bound.
+    pub listen: Vec<String>,
+    /// Where a message ends.
+    pub framing: Framing,
+    /// The most bytes one connection may send as its message (a line's
+    /// terminator counts). A client that sends more gets no reply.
+    pub max_message: usize,
+    /// Bytes asked for per `read` call. Must not be 0: a zero-length read
+    /// returns 0, which is indistinguishable from end of stream.
+    pub read_chunk: usize,
+    /// Bytes offered per `write` call; `None` offers the whole rest of the
+    /// reply each time.
+    pub write_chunk: Option<usize>,
+    /// Connections held open at once, lingering ones included. At the limit
+    /// the server stops accepting and new clients wait in the kernel backlog.
+    pub max_connections: usize,
+    /// The listen backlog: connections the kernel queues before `accept`.
+    pub backlog: u32,
+    /// Close a connection that moves no byte for this long. `None`: never.
+    pub idle_timeout: Option<Duration>,
+    /// Close a connection whose whole message has not arrived this long
+    /// after accept. `None`: never.
+    pub read_timeout: Option<Duration>,
+    /// After the reply, how long to keep reading and discarding what the
+    /// client still sends before closing. Zero closes right after the
+    /// write-side shutdown.
+    pub linger: Duration,
+    /// On shutdown, how long in-flight connections get to finish.
+    pub shutdown_grace: Duration,
+    /// Deliver SIGINT and SIGTERM to the loop as shutdown requests. Off by
+    /// default: a library should not take over a process's signals unless
+    /// asked. The `revecho` binary turns it on.
+    pub handle_signals: bool,
+}
+
+impl Config {
+    /// The default address: every address `localhost` resolves to.
+    pub const DEFAULT_LISTEN: &'static str = "localhost:7342";
+
+    /// Checks the values that no type can rule out.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.listen.is_empty() {
+            return Err("no address to listen on".into());
+        }
+        if self.read_chunk == 0 {
+            return Err(
+                "read chunk must be at least 1 byte: a zero-length read looks like end of stream".into(),
+            );
+        }
+        if self.write_chunk == Some(0) {
+            return Err("write chunk must be at least 1 byte".into());
+        }
+        if self.max_connections == 0 {
+            return Err("max connections must be at least 1".into());
+        }
+        if self.max_connections > crate::token::MAX_CONNECTIONS {
+            return Err(format!(
+                "max connections must be at most {}",
+                crate::token::MAX_CONNECTIONS
+            ));
+        }
+        if self.backlog == 0 || self.backlog > i32::MAX as u32 {
+            return Err("backlog must be between 1 and 2147483647".into());
+        }
+        Ok(())
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: vec![Self::DEFAULT_LISTEN.to_string()],
+            framing: Framing::Burst,
+            max_message: 1024 * 1024,
+            read_chunk: 16 * 1024,
+            write_chunk: None,
+            max_connections: 10_000,
+            backlog: 1024,
+            idle_timeout: Some(Duration::from_secs(30)),
+            read_timeout: Some(Duration::from_secs(60)),
+            linger: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(5),
+            handle_signals: false,
+        }
+    }
+}

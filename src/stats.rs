@@ -1,0 +1,150 @@
+//! Counters: what the server has done, readable from any thread while it runs.
+//!
+//! The loop is single-threaded, but tests and embedders read the counters
+//! from other threads, so each one is an atomic. `Relaxed` is enough: each
+//! counter is independent, and nobody infers one counter from another.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::connection::CloseReason;
+
+/// Live counters of one server. Get them with [`Server::stats`](crate::Server::stats).
+#[derive(Debug, Default)]
+pub struct Stats {
+    accepted: AtomicU64,
+    replies_completed: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    partial_writes: AtomicU64,
+    bytes_discarded: AtomicU64,
+    accept_backoffs: AtomicU64,
+    closed_oversize: AtomicU64,
+    closed_idle_timeout: AtomicU64,
+    closed_read_timeout: AtomicU64,
+    closed_reset: AtomicU64,
+    closed_io_error: AtomicU64,
+    closed_linger_timeout: AtomicU64,
+    closed_shutdown_cut_off: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Replies written in full.
+    pub replies_completed: u64,
+    /// Bytes read from clients, including bytes discarded while lingering.
+    pub bytes_in: u64,
+    /// Reply bytes written to clients.
+    pub bytes_out: u64,
+    /// `write` calls that took fewer bytes than offered: the kernel's send
+    /// buffer was full, and the rest waited for the next writable event.
+    pub partial_writes: u64,
+    /// Bytes read after a reply (or a refusal) and thrown away.
+    pub bytes_discarded: u64,
+    /// Times `accept` was put off because the process was out of file
+    /// descriptors (EMFILE/ENFILE): one per retry period, not one per client.
+    pub accept_backoffs: u64,
+    /// Connections closed for sending more than `max_message`.
+    pub closed_oversize: u64,
+    /// Connections closed after `idle_timeout` without progress.
+    pub closed_idle_timeout: u64,
+    /// Connections closed because the message had not arrived within `read_timeout`.
+    pub closed_read_timeout: u64,
+    /// Connections the client reset (ECONNRESET, EPIPE, ECONNABORTED).
+    pub closed_reset: u64,
+    /// Connections closed on any other I/O error.
+    pub closed_io_error: u64,
+    /// Connections whose client had not closed when `linger` ran out.
+    pub closed_linger_timeout: u64,
+    /// Connections still open when the shutdown grace period ended.
+    pub closed_shutdown_cut_off: u64,
+}
+
+impl Stats {
+    pub(crate) fn accepted(&self) {
+        self.accepted.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn reply_completed(&self) {
+        self.replies_completed.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn bytes_in(&self, n: usize) {
+        self.bytes_in.fetch_add(n as u64, Relaxed);
+    }
+    pub(crate) fn bytes_out(&self, n: usize) {
+        self.bytes_out.fetch_add(n as u64, Relaxed);
+    }
+    pub(crate) fn partial_write(&self) {
+        self.partial_writes.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn bytes_discarded(&self, n: usize) {
+        self.bytes_discarded.fetch_add(n as u64, Relaxed);
+    }
+    pub(crate) fn accept_backoff(&self) {
+        self.accept_backoffs.fetch_add(1, Relaxed);
+    }
+
+    /// Counts one connection's end.
+    pub(crate) fn closed(&self, reason: CloseReason) {
+        let counter = match reason {
+            CloseReason::Completed => return,
+            CloseReason::Oversize => &self.closed_oversize,
+            CloseReason::IdleTimeout => &self.closed_idle_timeout,
+            CloseReason::ReadTimeout => &self.closed_read_timeout,
+            CloseReason::Reset => &self.closed_reset,
+            CloseReason::IoError => &self.closed_io_error,
+            CloseReason::LingerTimeout => &self.closed_linger_timeout,
+            CloseReason::ShutdownCutOff => &self.closed_shutdown_cut_off,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// Reads every counter.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            accepted: self.accepted.load(Relaxed),
+            replies_completed: self.replies_completed.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            partial_writes: self.partial_writes.load(Relaxed),
+            bytes_discarded: self.bytes_discarded.load(Relaxed),
+            accept_backoffs: self.accept_backoffs.load(Relaxed),
+            closed_oversize: self.closed_oversize.load(Relaxed),
+            closed_idle_timeout: self.closed_idle_timeout.load(Relaxed),
+            closed_read_timeout: self.closed_read_timeout.load(Relaxed),
+            closed_reset: self.closed_reset.load(Relaxed),
+            closed_io_error: self.closed_io_error.load(Relaxed),
+            closed_linger_timeout: self.closed_linger_timeout.load(Relaxed),
+            closed_shutdown_cut_off: self.closed_shutdown_cut_off.load(Relaxed),
+        }
+    }
+}
+
+/// The one-line summary logged at exit, as `key=value` pairs so that scripts
+/// (and the tests) can pick out a counter.
+impl fmt::Display for StatsSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "accepted={} replies={} bytes_in={} bytes_out={} partial_writes={} \
+             discarded={} accept_backoffs={} oversize={} idle_timeout={} \
+             read_timeout={} reset={} io_error={} linger_timeout={} shutdown_cut_off={}",
+            self.accepted,
+            self.replies_completed,
+            self.bytes_in,
+            self.bytes_out,
+            self.partial_writes,
+            self.bytes_discarded,
+            self.accept_backoffs,
+            self.closed_oversize,
+            self.closed_idle_timeout,
+            self.closed_read_timeout,
+            self.closed_reset,
+            self.closed_io_error,
+            self.closed_linger_timeout,
+            self.closed_shutdown_cut_off,
+        )
+    }
+}
