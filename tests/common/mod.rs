@@ -1,0 +1,221 @@
+//! Helpers shared by the integration tests: an in-process server on a free
+//! port, the `revecho` binary as a child process, and blocking clients with
+//! generous timeouts (a timeout here means "hung", never "slow").
+//!
+//! Nothing here sleeps to synchronize: tests wait for a reply, an end of
+//! stream, a log line or a process exit.
+
+#![allow(dead_code)] // Each test file uses a different part of this module.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use revecho::{Config, Exit, Server, Stats, StatsSnapshot, StopHandle};
+use wait_timeout::ChildExt;
+
+/// How long any single wait may take before the test calls it a hang.
+/// Generous, because a loaded 2-core CI machine can be slow.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A config listening on a free loopback port.
+pub fn config() -> Config {
+    Config { listen: vec!["127.0.0.1:0".into()], ..Config::default() }
+}
+
+/// A server running on its own thread, stopped and joined on drop.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub stats: Arc<Stats>,
+    stop: StopHandle,
+    thread: Option<JoinHandle<io::Result<Exit>>>,
+}
+
+impl TestServer {
+    /// Binds `config` and runs it on a new thread.
+    pub fn start(config: Config) -> TestServer {
+        let mut server = Server::bind(config).expect("bind test server");
+        let addr = server.local_addrs()[0];
+        let stats = server.stats();
+        let stop = server.stop_handle();
+        let thread = thread::spawn(move || server.run());
+        TestServer { addr, stats, stop, thread: Some(thread) }
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Stops gracefully and returns how `run` ended.
+    pub fn stop(mut self) -> Exit {
+        self.stop_and_join().expect("server thread").expect("run")
+    }
+
+    fn stop_and_join(&mut self) -> Option<io::Result<Exit>> {
+        let thread = self.thread.take()?;
+        self.stop.stop().expect("wake server");
+        Some(thread.join().expect("server thread panicked"))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if !thread::panicking() {
+            self.stop_and_join();
+        }
+    }
+}
+
+/// Connects with read and write timeouts of [`PATIENCE`].
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).expect("read timeout");
+    stream.set_write_timeout(Some(PATIENCE)).expect("write timeout");
+    stream
+}
+
+/// Reads until end of stream.
+pub fn read_to_end(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply)?;
+    Ok(reply)
+}
+
+/// Sends `message` (then half-closes if asked) and reads the reply to end of stream.
+pub fn exchange(addr: SocketAddr, message: &[u8], half_close: bool) -> Vec<u8> {
+    let mut stream = connect(addr);
+    stream.write_all(message).expect("send");
+    if half_close {
+        stream.shutdown(std::net::Shutdown::Write).expect("half-close");
+    }
+    read_to_end(&mut stream).expect("read reply")
+}
+
+/// `message` reversed.
+pub fn reversed(message: &[u8]) -> Vec<u8> {
+    message.iter().rev().copied().collect()
+}
+
+/// Waits until `condition` holds, polling the counters; panics after [`PATIENCE`].
+/// For state that no socket event reveals (a counter bumped after a close).
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
+        thread::yield_now();
+    }
+}
+
+/// The `revecho` binary with no inherited `REVECHO_*` or `RUST_LOG`.
+pub fn revecho() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_revecho"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("REVECHO_") {
+            command.env_remove(&name);
+        }
+    }
+    command.env_remove("RUST_LOG").env_remove("RUST_BACKTRACE");
+    command
+}
+
+/// The binary serving in a child process, with its stderr collected line by line.
+pub struct RunningBinary {
+    pub child: Child,
+    /// Every address from the `listening on ADDR` lines.
+    pub addrs: Vec<SocketAddr>,
+    stderr_lines: Receiver<String>,
+    stderr_seen: Arc<Mutex<Vec<String>>>,
+    _stdout: ChildStdout,
+}
+
+impl RunningBinary {
+    /// Starts `command` (made with [`revecho`]) and reads `listeners` lines
+    /// of `listening on ADDR` from its stdout.
+    pub fn start(mut command: Command, listeners: usize) -> RunningBinary {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn revecho");
+        let stderr = child.stderr.take().expect("stderr");
+        let (sender, stderr_lines) = mpsc::channel();
+        let stderr_seen = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&stderr_seen);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                seen.lock().expect("stderr lock").push(line.clone());
+                let _ = sender.send(line);
+            }
+        });
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut addrs = Vec::new();
+        for _ in 0..listeners {
+            let mut line = String::new();
+            stdout.read_line(&mut line).expect("read stdout");
+            let addr = line
+                .trim()
+                .strip_prefix("listening on ")
+                .unwrap_or_else(|| panic!("expected `listening on ADDR`, got {line:?}"));
+            addrs.push(addr.parse().expect("listening address"));
+        }
+        RunningBinary { child, addrs, stderr_lines, stderr_seen, _stdout: stdout.into_inner() }
+    }
+
+    /// The first listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    /// Waits for a stderr line containing `needle` (and returns it).
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr_lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => panic!("no log line containing {needle:?}:\n{}", self.stderr()),
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("stderr closed before a line containing {needle:?}:\n{}", self.stderr())
+                }
+            }
+        }
+    }
+
+    /// All stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr_seen.lock().expect("stderr lock").join("\n")
+    }
+
+    /// Sends a signal to the child (by number, through `kill`).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the child to exit, at most [`PATIENCE`].
+    pub fn wait(&mut self) -> ExitStatus {
+        match self.child.wait_timeout(PATIENCE).expect("wait for revecho") {
+            Some(status) => status,
+            None => panic!("revecho did not exit:\n{}", self.stderr()),
+        }
+    }
+}
+
+impl Drop for RunningBinary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
