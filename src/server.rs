@@ -76,6 +76,8 @@ enum Accepting {
     BackingOff {
         retry_at: Instant,
     },
+    /// Shutting down: the listeners are closed.
+    Closed,
 }
 
 /// One client: its state machine, its socket, and what the loop registered
@@ -107,6 +109,9 @@ pub struct Server {
     accepting: Accepting,
     /// Set while descriptors are short, so the episode is logged once.
     accept_failing: bool,
+    /// Set from reaching `max_connections` until the backlog is empty again,
+    /// so a server under steady pressure warns once, not on every close.
+    limit_reached: bool,
     /// Set once shutdown has begun: when the grace period ends.
     draining_until: Option<Instant>,
     next_id: u64,
@@ -163,6 +168,7 @@ impl Server {
             yielded: Vec::new(),
             accepting: Accepting::Open,
             accept_failing: false,
+            limit_reached: false,
             draining_until: None,
             next_id: 0,
             stats: Arc::new(Stats::default()),
@@ -289,7 +295,8 @@ impl Server {
     fn accept_from(&mut self, index: usize, now: Instant) {
         loop {
             if self.connections.len() >= self.config.max_connections {
-                if self.accepting != Accepting::AtCapacity {
+                if !self.limit_reached {
+                    self.limit_reached = true;
                     warn!(
                         "connection limit ({}) reached: new clients wait in the backlog until a connection closes",
                         self.config.max_connections
@@ -306,8 +313,13 @@ impl Server {
                     self.end_accept_failure();
                     self.admit(stream, peer, now);
                 }
+                // The backlog is empty: any episode of pressure is over.
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     self.end_accept_failure();
+                    if self.limit_reached {
+                        self.limit_reached = false;
+                        info!("backlog drained: below the connection limit again");
+                    }
                     return;
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -354,6 +366,9 @@ impl Server {
     /// Tries every listener: after a slot frees, after a back-off, and
     /// before the listeners close at shutdown.
     fn accept_all(&mut self, now: Instant) {
+        if self.accepting == Accepting::Closed {
+            return;
+        }
         self.accepting = Accepting::Open;
         for index in 0..self.listeners.len() {
             if self.accepting != Accepting::Open {
@@ -582,16 +597,15 @@ impl Server {
             return;
         }
         // Closing a listener resets every client still queued in its
-        // backlog, so take those in first and serve them with the rest.
-        if self.accepting != Accepting::AtCapacity {
-            self.accept_all(now);
-        }
+        // backlog, so take those in first and serve them with the rest
+        // (as many as `max_connections` allows).
+        self.accept_all(now);
         for mut listener in self.listeners.drain(..) {
             if let Err(e) = self.poll.registry().deregister(&mut listener.socket) {
                 trace!("listener {}: deregister failed: {e}", listener.address);
             }
         }
-        self.accepting = Accepting::AtCapacity;
+        self.accepting = Accepting::Closed;
         self.draining_until = Some(now + self.config.shutdown_grace);
         info!(
             "{why}: shutting down; {} connections in flight, {} grace",
