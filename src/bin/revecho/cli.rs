@@ -163,7 +163,7 @@ pub struct SendArgs {
     #[arg(short, long, value_name = "ADDR", default_value = Config::DEFAULT_LISTEN)]
     pub connect: String,
 
-    /// Give up if the reply has not ended within this time
+    /// Give up if the reply has not ended within this time; 0 waits without limit
     #[arg(short, long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
 

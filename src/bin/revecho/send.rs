@@ -45,7 +45,7 @@ impl Narrator {
 }
 
 fn exchange(args: SendArgs) -> Result<Vec<u8>, String> {
-    let deadline = Instant::now() + args.timeout;
+    let deadline = Deadline::after(args.timeout);
     let narrate = Narrator(args.trace);
     let message = match args.message {
         Some(message) => message.into_vec(),
@@ -72,7 +72,7 @@ fn exchange(args: SendArgs) -> Result<Vec<u8>, String> {
     let mut sent = 0;
     while sent < message.len() {
         stream
-            .set_write_timeout(Some(remaining(deadline).ok_or_else(timed_out)?))
+            .set_write_timeout(deadline.left().ok_or_else(timed_out)?)
             .map_err(|e| describe_error(&e))?;
         match stream.write(&message[sent..]) {
             Ok(n) => {
@@ -95,7 +95,7 @@ fn exchange(args: SendArgs) -> Result<Vec<u8>, String> {
     let mut buffer = vec![0u8; 64 * 1024];
     loop {
         stream
-            .set_read_timeout(Some(remaining(deadline).ok_or_else(timed_out)?))
+            .set_read_timeout(deadline.left().ok_or_else(timed_out)?)
             .map_err(|e| describe_error(&e))?;
         match stream.read(&mut buffer) {
             Ok(0) => {
@@ -115,17 +115,19 @@ fn exchange(args: SendArgs) -> Result<Vec<u8>, String> {
 
 /// Tries each address the name resolves to, as `TcpStream::connect` does,
 /// but within the deadline.
-fn connect(target: &str, deadline: Instant) -> Result<TcpStream, String> {
+fn connect(target: &str, deadline: Deadline) -> Result<TcpStream, String> {
     let addresses: Vec<SocketAddr> = target
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {target}: {}", describe_error(&e)))?
         .collect();
     let mut last_error = None;
     for address in addresses {
-        let Some(time_left) = remaining(deadline) else {
-            break;
+        let attempt = match deadline.left() {
+            None => break,
+            Some(None) => TcpStream::connect(address),
+            Some(Some(time_left)) => TcpStream::connect_timeout(&address, time_left),
         };
-        match TcpStream::connect_timeout(&address, time_left) {
+        match attempt {
             Ok(stream) => return Ok(stream),
             Err(e) => last_error = Some(e),
         }
@@ -134,11 +136,27 @@ fn connect(target: &str, deadline: Instant) -> Result<TcpStream, String> {
     Err(format!("cannot connect to {target}: {reason}"))
 }
 
-/// Time left before `deadline`, or `None` once it has passed.
-fn remaining(deadline: Instant) -> Option<Duration> {
-    deadline
-        .checked_duration_since(Instant::now())
-        .filter(|left| !left.is_zero())
+/// When the whole exchange must be over; `--timeout 0` sets none, like the
+/// server's zero timeouts.
+#[derive(Clone, Copy)]
+struct Deadline(Option<Instant>);
+
+impl Deadline {
+    fn after(timeout: Duration) -> Deadline {
+        Deadline((!timeout.is_zero()).then(|| Instant::now() + timeout))
+    }
+
+    /// The timeout for the next blocking call: `Some(None)` is no limit,
+    /// `None` means the deadline has passed.
+    fn left(self) -> Option<Option<Duration>> {
+        match self.0 {
+            None => Some(None),
+            Some(deadline) => deadline
+                .checked_duration_since(Instant::now())
+                .filter(|left| !left.is_zero())
+                .map(Some),
+        }
+    }
 }
 
 /// Socket timeouts surface as `WouldBlock` on Unix and `TimedOut` elsewhere.
