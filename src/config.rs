@@ -89,6 +89,11 @@ impl Config {
     /// The default address: every address `localhost` resolves to.
     pub const DEFAULT_LISTEN: &'static str = "localhost:7342";
 
+    /// The longest timeout, linger or grace period accepted: 100 years.
+    /// Anything longer is surely a typo, and deadlines are computed as
+    /// `Instant + Duration`, which must not overflow.
+    pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
     /// Checks the values that no type can rule out.
     pub fn validate(&self) -> Result<(), String> {
         if self.listen.is_empty() {
@@ -110,6 +115,17 @@ impl Config {
                 "max connections must be at most {}",
                 crate::token::MAX_CONNECTIONS
             ));
+        }
+        let durations = [
+            ("idle timeout", self.idle_timeout.unwrap_or_default()),
+            ("read timeout", self.read_timeout.unwrap_or_default()),
+            ("linger", self.linger),
+            ("shutdown grace", self.shutdown_grace),
+        ];
+        for (name, duration) in durations {
+            if duration > Self::MAX_DURATION {
+                return Err(format!("{name} must be at most 100 years"));
+            }
         }
         if self.backlog == 0 || self.backlog > i32::MAX as u32 {
             return Err("backlog must be between 1 and 2147483647".into());

@@ -503,6 +503,13 @@ impl Connection {
         ending: CloseReason,
     ) -> Step {
         if let Err(e) = io.shutdown_write() {
+            // A refused client that already reset still counts as refused,
+            // as it does when the reset shows up while lingering.
+            if ending == CloseReason::Oversize {
+                debug!("{}: shutdown failed: {e}", self.name);
+                self.set_state(State::Closed(CloseReason::Oversize));
+                return Step::Wait;
+            }
             return self.fail("shutdown", e);
         }
         trace!("{}: shutdown(Write) done", self.name);

@@ -216,7 +216,11 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     if text.trim() == "0" {
         return Ok(Duration::ZERO);
     }
-    humantime::parse_duration(text).map_err(|e| format!("{e} (try 30s, 500ms or 2m)"))
+    let duration = humantime::parse_duration(text).map_err(|e| format!("{e} (try 30s, 500ms or 2m)"))?;
+    if duration > Config::MAX_DURATION {
+        return Err("must be at most 100 years (0 disables a timeout)".into());
+    }
+    Ok(duration)
 }
 
 #[cfg(test)]
@@ -245,5 +249,6 @@ mod tests {
         assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
         assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
         assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("300000000000y").is_err());
     }
 }
