@@ -1,0 +1,520 @@
+//! The `revecho` binary as a child process: graceful shutdown on SIGINT and
+//! SIGTERM, the grace period, a second signal, the backlog drain at shutdown,
+//! running out of descriptors (EMFILE) and the descriptor limit at start.
+//!
+//! Signals reach every thread of a process, so none of this can run against an
+//! in-process server: each test starts its own child and talks to it over
+//! loopback, learning the port from the `listening on ADDR` line.
+//!
+//! Run with `cargo test --test process`.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{PATIENCE, RunningBinary, connect, read_to_end, revecho, reversed, wait_until};
+use revecho::ACCEPT_BACKOFF;
+use revecho::fd_limit::RESERVE;
+
+/// Starts `revecho ARGS` and waits for its listening address.
+fn start(args: &[&str]) -> RunningBinary {
+    let mut command = revecho();
+    command.args(["--listen", "127.0.0.1:0"]).args(args);
+    RunningBinary::start(command, 1)
+}
+
+/// Starts `revecho ARGS` under `sh -c 'SETUP; exec revecho ARGS'`, with the
+/// same cleaned environment as [`revecho`]. `exec` keeps the process id, so
+/// signals and `/proc/<pid>` reach revecho itself, not the shell.
+fn start_under_shell(setup: &str, args: &[&str]) -> RunningBinary {
+    let mut command = Command::new("sh");
+    for (name, value) in revecho().get_envs() {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
+    }
+    command
+        .arg("-c")
+        .arg(format!(r#"{setup}; exec "$0" "$@""#))
+        .arg(env!("CARGO_BIN_EXE_revecho"))
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args);
+    RunningBinary::start(command, 1)
+}
+
+/// One counter from the `summary:` line (`accepted=3 replies=3 ...`).
+fn counter(summary: &str, key: &str) -> u64 {
+    let (_, pairs) = summary
+        .split_once("summary: ")
+        .unwrap_or_else(|| panic!("not a summary line: {summary:?}"));
+    pairs
+        .split_whitespace()
+        .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {key}= in {summary:?}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{key} in {summary:?}: {e}"))
+}
+
+/// How many stderr lines so far contain `needle`.
+fn log_count(server: &RunningBinary, needle: &str) -> usize {
+    server
+        .stderr()
+        .lines()
+        .filter(|line| line.contains(needle))
+        .count()
+}
+
+/// Waits for the child to exit and returns its exit code.
+fn exit_code(server: &mut RunningBinary) -> i32 {
+    let status = server.wait();
+    status
+        .code()
+        .unwrap_or_else(|| panic!("revecho ended by a signal ({status}):\n{}", server.stderr()))
+}
+
+/// A connection attempt to a closed listener is refused.
+fn assert_refused(addr: SocketAddr) {
+    match TcpStream::connect(addr) {
+        Err(e) => assert_eq!(
+            e.kind(),
+            ErrorKind::ConnectionRefused,
+            "connect after shutdown: {e}"
+        ),
+        Ok(_) => panic!("a new client was accepted after the shutdown began"),
+    }
+}
+
+/// The soft and hard RLIMIT_NOFILE of a process, from `/proc/<pid>/limits`
+/// (`Max open files  3088  20000  files`). `None` stands for "unlimited".
+fn open_file_limits(pid: &str) -> (Option<u64>, Option<u64>) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("read /proc/<pid>/limits");
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .expect("a `Max open files` line");
+    let values: Vec<Option<u64>> = line["Max open files".len()..]
+        .split_whitespace()
+        .take(2)
+        .map(|value| value.parse().ok())
+        .collect();
+    (values[0], values[1])
+}
+
+/// The state letter of a process (`S` sleeping, `T` stopped, ...), from `/proc/<pid>/stat`.
+fn process_state(pid: u32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/<pid>/stat");
+    // The command name is in parentheses and may itself contain spaces or
+    // parentheses; the state is the first field after the last `)`.
+    let after_name = &stat[stat.rfind(')').expect("`)` in stat") + 1..];
+    after_name.trim_start().chars().next().expect("state letter")
+}
+
+// ---------------------------------------------------------------------------
+// Graceful shutdown
+// ---------------------------------------------------------------------------
+
+/// One client served, then `signal`: the listener closes, one summary line
+/// counts the client, and the exit code is 0.
+fn shuts_down_gracefully_on(signal: &str) {
+    let mut server = start(&[]);
+    let addr = server.addr();
+    assert_eq!(common::exchange(addr, b"Hello, world!", false), b"!dlrow ,olleH");
+
+    server.signal(signal);
+    let shutting_down = server.wait_for_log("shutting down");
+    assert!(
+        shutting_down.contains(&format!("SIG{signal}: shutting down")),
+        "{shutting_down}"
+    );
+    assert!(
+        shutting_down.contains("INFO"),
+        "not logged at info: {shutting_down}"
+    );
+    // The listener closed before the line was logged, so nobody new gets in.
+    assert_refused(addr);
+
+    let summary = server.wait_for_log("summary:");
+    assert!(summary.contains("INFO"), "not logged at info: {summary}");
+    assert_eq!(counter(&summary, "accepted"), 1, "{summary}");
+    assert_eq!(counter(&summary, "replies"), 1, "{summary}");
+    assert_eq!(counter(&summary, "bytes_out"), 13, "{summary}");
+    assert_eq!(counter(&summary, "shutdown_cut_off"), 0, "{summary}");
+    assert_eq!(exit_code(&mut server), 0, "{}", server.stderr());
+    assert_eq!(log_count(&server, "summary:"), 1, "{}", server.stderr());
+}
+
+#[test]
+fn sigterm_closes_the_listener_logs_a_summary_and_exits_0() {
+    shuts_down_gracefully_on("TERM");
+}
+
+#[test]
+fn sigint_closes_the_listener_logs_a_summary_and_exits_0() {
+    shuts_down_gracefully_on("INT");
+}
+
+#[test]
+fn client_in_flight_at_sigterm_still_gets_its_whole_reply() {
+    let mut server = start(&["--framing", "eof", "--shutdown-grace", "10s", "-vv"]);
+    let mut client = connect(server.addr());
+    client.write_all(b"Hello, ").expect("send first part");
+    // The server has read the first part: the connection is truly in flight.
+    server.wait_for_log("read: 7 bytes");
+
+    let signalled = Instant::now();
+    server.signal("TERM");
+    let shutting_down = server.wait_for_log("shutting down");
+    assert!(
+        shutting_down.contains("shutting down; 1 connection"),
+        "{shutting_down}"
+    );
+    assert_refused(server.addr());
+
+    // The rest of the message arrives after the shutdown began.
+    client.write_all(b"world!").expect("send the rest");
+    client.shutdown(Shutdown::Write).expect("half-close");
+    assert_eq!(read_to_end(&mut client).expect("reply"), b"!dlrow ,olleH");
+
+    let summary = server.wait_for_log("summary:");
+    assert_eq!(counter(&summary, "replies"), 1, "{summary}");
+    assert_eq!(counter(&summary, "shutdown_cut_off"), 0, "{summary}");
+    assert_eq!(exit_code(&mut server), 0, "{}", server.stderr());
+    // With its last connection done, the server exits without sitting out
+    // the 10s grace period.
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        signalled.elapsed()
+    );
+}
+
+#[test]
+fn grace_period_ends_by_cutting_off_a_silent_client_and_exits_0() {
+    let grace = Duration::from_millis(300);
+    let mut server = start(&["--shutdown-grace", "300ms", "-v"]);
+    let mut silent = connect(server.addr());
+    server.wait_for_log(": accepted");
+
+    // Timed from before the signal: the server logs `shutting down` after
+    // the signal arrives, so its grace period cannot end sooner than `grace`
+    // after this instant. (When this test sees the log line may be later
+    // than when it was written, so that moment would give no strict bound.)
+    let signalled = Instant::now();
+    server.signal("TERM");
+    server.wait_for_log("shutting down");
+    assert_refused(server.addr());
+    server.wait_for_log("shutdown grace over: cutting off 1 connection");
+    // Cut off, not answered: nothing was sent, so there is nothing to reply.
+    assert_eq!(read_to_end(&mut silent).expect("end of stream"), b"");
+
+    let summary = server.wait_for_log("summary:");
+    assert_eq!(counter(&summary, "shutdown_cut_off"), 1, "{summary}");
+    assert_eq!(exit_code(&mut server), 0, "{}", server.stderr());
+    let elapsed = signalled.elapsed();
+    assert!(
+        elapsed >= grace,
+        "exited {elapsed:?} after the signal, before the {grace:?} grace"
+    );
+    assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}");
+}
+
+/// `signal` twice with a client held open and a 60s grace: the second one
+/// ends the process at once with 128 + the signal number.
+fn second_signal_exits_at_once(signal: &str, code: i32) {
+    let mut server = start(&["--shutdown-grace", "60s", "-v"]);
+    let mut silent = connect(server.addr());
+    server.wait_for_log(": accepted");
+
+    server.signal(signal);
+    server.wait_for_log("shutting down");
+    assert_refused(server.addr());
+    let again = Instant::now();
+    server.signal(signal);
+    server.wait_for_log(&format!("SIG{signal} again: exiting now"));
+    let summary = server.wait_for_log("summary:");
+    assert_eq!(counter(&summary, "shutdown_cut_off"), 1, "{summary}");
+    assert_eq!(exit_code(&mut server), code, "{}", server.stderr());
+    assert!(
+        again.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        again.elapsed()
+    );
+    assert_eq!(read_to_end(&mut silent).expect("end of stream"), b"");
+}
+
+#[test]
+fn second_sigint_during_grace_exits_at_once_with_130() {
+    second_signal_exits_at_once("INT", 128 + 2);
+}
+
+#[test]
+fn second_sigterm_during_grace_exits_at_once_with_143() {
+    second_signal_exits_at_once("TERM", 128 + 15);
+}
+
+#[test]
+fn clients_queued_in_the_backlog_at_sigterm_are_all_served() {
+    const CLIENTS: usize = 5;
+    let mut server = start(&["--framing", "line", "-v"]);
+    let pid = server.child.id();
+
+    // While the process is stopped, the kernel completes the handshakes and
+    // queues the clients (and their messages) in the listen backlog; nothing
+    // is accepted. The pending SIGTERM is then delivered on SIGCONT, so the
+    // server meets a full backlog and a shutdown request together. Closing
+    // the listener without accepting first would reset every queued client.
+    server.signal("STOP");
+    wait_until("revecho to stop", || process_state(pid) == 'T');
+    let mut clients: Vec<(TcpStream, Vec<u8>)> = (0..CLIENTS)
+        .map(|i| {
+            let mut client = connect(server.addr());
+            let message = format!("queued client number {i}\n").into_bytes();
+            client
+                .write_all(&message)
+                .expect("send while the server is stopped");
+            (client, message)
+        })
+        .collect();
+    server.signal("TERM");
+    server.signal("CONT");
+
+    for (client, message) in &mut clients {
+        let mut expected = reversed(&message[..message.len() - 1]);
+        expected.push(b'\n');
+        let reply = read_to_end(client).expect("reply, not a reset");
+        assert_eq!(
+            String::from_utf8_lossy(&reply),
+            String::from_utf8_lossy(&expected)
+        );
+    }
+    // Closed, so the server need not linger on them until the grace ends.
+    drop(clients);
+    let summary = server.wait_for_log("summary:");
+    assert_eq!(counter(&summary, "accepted"), CLIENTS as u64, "{summary}");
+    assert_eq!(counter(&summary, "replies"), CLIENTS as u64, "{summary}");
+    assert_eq!(exit_code(&mut server), 0, "{}", server.stderr());
+}
+
+/// The same drain, in process, with the order of events pinned down.
+///
+/// The SIGSTOP test above cannot tell whether the shutdown accepts queued
+/// clients before closing the listener: epoll reports ready sources in the
+/// order they became ready, and the clients queue (listener ready) before the
+/// SIGTERM handler runs on SIGCONT (signal pipe ready), so the listener's
+/// event is dispatched first and accepts them the ordinary way. Here the
+/// stop request is made first and the clients queue after it, before `run`
+/// polls at all: its first poll returns the stop before the listener, so only
+/// the accept in the shutdown path can save them from the listener's close.
+#[test]
+fn a_stop_dispatched_before_the_listener_event_still_serves_the_queued_clients() {
+    let mut server = revecho::Server::bind(revecho::Config {
+        framing: revecho::Framing::Line,
+        ..common::config()
+    })
+    .expect("bind");
+    let addr = server.local_addrs()[0];
+    let stats = server.stats();
+    server.stop_handle().stop().expect("request a stop");
+    let mut clients: Vec<(TcpStream, Vec<u8>)> = (0..5)
+        .map(|i| {
+            let mut client = connect(addr);
+            let message = format!("queued before the stop ran {i}\n").into_bytes();
+            client.write_all(&message).expect("send");
+            (client, message)
+        })
+        .collect();
+    let running = std::thread::spawn(move || server.run());
+
+    for (client, message) in &mut clients {
+        let mut expected = reversed(&message[..message.len() - 1]);
+        expected.push(b'\n');
+        let reply = read_to_end(client).expect("reply, not a reset");
+        assert_eq!(
+            String::from_utf8_lossy(&reply),
+            String::from_utf8_lossy(&expected)
+        );
+    }
+    drop(clients);
+    let exit = running.join().expect("server thread").expect("run");
+    assert_eq!(exit, revecho::Exit::Finished);
+    assert_eq!(stats.snapshot().replies_completed, 5);
+}
+
+// ---------------------------------------------------------------------------
+// Out of descriptors: accept fails with EMFILE
+// ---------------------------------------------------------------------------
+
+#[test]
+fn accept_backs_off_while_out_of_descriptors_and_serves_the_queue_afterwards() {
+    // Before anything can make the server run out of descriptors: every
+    // back-off happens after this instant.
+    let started = Instant::now();
+    // `ulimit -n` in sh lowers both limits, so start-up cannot raise the soft
+    // one back: about 30 descriptors remain for clients. Idle and read
+    // timeouts are off so that the silent clients hold theirs.
+    let mut server = start_under_shell(
+        "ulimit -n 40",
+        &[
+            "--framing",
+            "line",
+            "--idle-timeout",
+            "0",
+            "--read-timeout",
+            "0",
+            "--shutdown-grace",
+            "2s",
+            "-v",
+        ],
+    );
+    let addr = server.addr();
+    server.wait_for_log("open file limit is 40 but --max-connections 10000");
+
+    // Silent clients, one at a time, until one is not accepted. The next
+    // line mentioning `accept` is either this client's `accepted` or the
+    // failure; one at a time, so the backlog holds exactly one silent client.
+    let mut held = Vec::new();
+    let mut unaccepted = None;
+    for _ in 0..60 {
+        let client = connect(addr);
+        let line = server.wait_for_log("accept");
+        if line.contains("accept on") && line.contains("failed") {
+            assert!(line.contains("too many open files"), "{line}");
+            unaccepted = Some(client);
+            break;
+        }
+        let me = client.local_addr().expect("client address");
+        assert!(
+            line.contains(&format!("({me}): accepted")),
+            "expected {me} accepted: {line}"
+        );
+        held.push(client);
+    }
+    let Some(unaccepted) = unaccepted else {
+        panic!(
+            "60 clients were accepted under a limit of 40 descriptors:\n{}",
+            server.stderr()
+        );
+    };
+
+    // Clients with a message, queued behind the silent one.
+    let mut queued: Vec<(TcpStream, Vec<u8>)> = (0..5)
+        .map(|i| {
+            let mut client = connect(addr);
+            let message = format!("queued while starved {i}\n").into_bytes();
+            client.write_all(&message).expect("send");
+            (client, message)
+        })
+        .collect();
+
+    // Starved: a queued client is neither answered nor dropped (no reply,
+    // no end of stream, no reset) while descriptors are out. Waiting for
+    // that to hold for 400ms also keeps the server starved long enough for
+    // several retries, which must not log the warning again.
+    let hold = Duration::from_millis(400);
+    let first = &mut queued[0].0;
+    first.set_read_timeout(Some(hold)).expect("read timeout");
+    let mut byte = [0; 1];
+    match first.read(&mut byte) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        other => panic!("a queued client heard from the server while it was starved: {other:?}"),
+    }
+    first.set_read_timeout(Some(PATIENCE)).expect("read timeout");
+    assert_eq!(
+        log_count(&server, "accept on"),
+        1,
+        "warned more than once:\n{}",
+        server.stderr()
+    );
+
+    // Free ten descriptors. No new client arrives: the retry alone must take
+    // the silent client and the five queued ones from the backlog.
+    held.drain(..10);
+    for (client, message) in &mut queued {
+        let mut expected = reversed(&message[..message.len() - 1]);
+        expected.push(b'\n');
+        let reply = read_to_end(client).expect("reply");
+        assert_eq!(
+            String::from_utf8_lossy(&reply),
+            String::from_utf8_lossy(&expected)
+        );
+    }
+    server.wait_for_log("accept works again");
+
+    drop((held, unaccepted, queued));
+    server.signal("TERM");
+    let summary = server.wait_for_log("summary:");
+    let elapsed = started.elapsed();
+    assert_eq!(exit_code(&mut server), 0, "{}", server.stderr());
+
+    // No busy loop: after a failed accept the next try waits for the poll
+    // timeout, ACCEPT_BACKOFF (100ms) later, so back-offs are at least that
+    // far apart. All of them fall between `started` and the summary, hence
+    // at most elapsed / 100ms + 1; one more is allowed for the accept that
+    // the shutdown tries before closing the listener, one for rounding.
+    // A loop retrying at once would count thousands in the same time.
+    let backoffs = counter(&summary, "accept_backoffs");
+    let most = (elapsed.as_millis() / ACCEPT_BACKOFF.as_millis()) as u64 + 3;
+    assert!(backoffs >= 1, "{summary}");
+    assert!(
+        backoffs <= most,
+        "{backoffs} back-offs in {elapsed:?}, at most {most} expected: {summary}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The descriptor limit at start
+// ---------------------------------------------------------------------------
+
+#[test]
+fn start_up_raises_a_low_soft_limit_as_far_as_max_connections_needs() {
+    let wanted = 2000 + 1024 + RESERVE;
+    // The child inherits this process's hard limit; `ulimit -S` leaves it.
+    let (_, hard) = open_file_limits("self");
+    if hard.is_some_and(|hard| hard < wanted) {
+        eprintln!("skipped: the hard open file limit ({hard:?}) is below {wanted}");
+        return;
+    }
+    let mut server = start_under_shell("ulimit -S -n 256", &["--max-connections", "2000"]);
+    // `listening on` is printed after the limit was raised.
+    let (soft, _) = open_file_limits(&server.child.id().to_string());
+    assert!(
+        soft.is_none_or(|soft| soft >= wanted),
+        "soft open file limit is {soft:?}, wanted at least {wanted}"
+    );
+    server.signal("TERM");
+    server.wait_for_log("summary:");
+    assert_eq!(exit_code(&mut server), 0, "{}", server.stderr());
+    assert_eq!(log_count(&server, "open file limit"), 0, "{}", server.stderr());
+}
+
+#[test]
+fn hard_limit_too_low_warns_at_start_up_but_still_serves() {
+    // Soft 100, hard 500: the server raises the soft limit to the hard one,
+    // which is still far below the default 10000 connections.
+    let (_, hard) = open_file_limits("self");
+    if hard.is_some_and(|hard| hard < 500) {
+        eprintln!("skipped: the hard open file limit ({hard:?}) is below 500");
+        return;
+    }
+    let mut server = start_under_shell("ulimit -S -n 100; ulimit -H -n 500", &[]);
+    let warning = server.wait_for_log("open file limit is 500");
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(
+        warning.contains("--max-connections 10000 with --backlog 1024 may need"),
+        "{warning}"
+    );
+    let (soft, hard) = open_file_limits(&server.child.id().to_string());
+    assert_eq!((soft, hard), (Some(500), Some(500)));
+
+    assert_eq!(
+        common::exchange(server.addr(), b"Hello, world!", false),
+        b"!dlrow ,olleH"
+    );
+    server.signal("TERM");
+    server.wait_for_log("summary:");
+    assert_eq!(exit_code(&mut server), 0, "{}", server.stderr());
+}
