@@ -294,7 +294,11 @@ impl Server {
     /// left in the backlog now would produce no further event.
     fn accept_from(&mut self, index: usize, now: Instant) {
         loop {
-            if self.connections.len() >= self.config.max_connections {
+            // While shutting down, the backlog is taken in whole even past the
+            // limit: its clients would be reset otherwise, and the descriptor
+            // limit was raised for `max_connections + backlog`.
+            let shutting_down = self.draining_until.is_some();
+            if !shutting_down && self.connections.len() >= self.config.max_connections {
                 if !self.limit_reached {
                     self.limit_reached = true;
                     warn!(
@@ -558,8 +562,8 @@ impl Server {
         if self.draining_until.is_some_and(|until| until <= now) {
             if !self.connections.is_empty() {
                 info!(
-                    "shutdown grace over: cutting off {} connections",
-                    self.connections.len()
+                    "shutdown grace over: cutting off {}",
+                    count(self.connections.len(), "connection")
                 );
             }
             self.cut_off_all();
@@ -596,9 +600,9 @@ impl Server {
         if self.draining_until.is_some() {
             return;
         }
+        self.draining_until = Some(now + self.config.shutdown_grace);
         // Closing a listener resets every client still queued in its
-        // backlog, so take those in first and serve them with the rest
-        // (as many as `max_connections` allows).
+        // backlog, so take those in first and serve them with the rest.
         self.accept_all(now);
         for mut listener in self.listeners.drain(..) {
             if let Err(e) = self.poll.registry().deregister(&mut listener.socket) {
@@ -606,16 +610,24 @@ impl Server {
             }
         }
         self.accepting = Accepting::Closed;
-        self.draining_until = Some(now + self.config.shutdown_grace);
         info!(
-            "{why}: shutting down; {} connections in flight, {} grace",
-            self.connections.len(),
+            "{why}: shutting down; {} in flight, {} grace",
+            count(self.connections.len(), "connection"),
             humantime::format_duration(self.config.shutdown_grace)
         );
     }
 
     fn log_summary(&self) {
         info!("summary: {}", self.stats.snapshot());
+    }
+}
+
+/// `1 connection`, `2 connections`.
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 

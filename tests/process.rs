@@ -344,6 +344,46 @@ fn a_stop_dispatched_before_the_listener_event_still_serves_the_queued_clients()
     assert_eq!(stats.snapshot().replies_completed, 5);
 }
 
+#[test]
+fn clients_queued_past_the_connection_limit_are_served_at_shutdown() {
+    // At the limit, new clients wait in the backlog. Closing the listener at
+    // shutdown would reset them, so shutdown takes them in even past the
+    // limit (the descriptor limit was raised for max_connections + backlog).
+    let server = common::TestServer::start(revecho::Config {
+        framing: revecho::Framing::Line,
+        max_connections: 1,
+        shutdown_grace: Duration::from_secs(20),
+        ..common::config()
+    });
+    let silent = connect(server.addr);
+    common::wait_until("the silent client to be accepted", || {
+        server.snapshot().accepted == 1
+    });
+    let mut queued: Vec<(TcpStream, Vec<u8>)> = (0..3)
+        .map(|i| {
+            let mut client = connect(server.addr);
+            let message = format!("waiting past the limit {i}\n").into_bytes();
+            client.write_all(&message).expect("send");
+            (client, message)
+        })
+        .collect();
+    assert_eq!(server.snapshot().accepted, 1, "the limit holds while serving");
+
+    let stats = server.stats.clone();
+    let stopping = std::thread::spawn(move || server.stop());
+    for (client, message) in &mut queued {
+        let mut expected = reversed(&message[..message.len() - 1]);
+        expected.push(b'\n');
+        assert_eq!(read_to_end(client).expect("reply, not a reset"), expected);
+    }
+    // The clients close, so nobody waits out a linger or the grace period;
+    // the silent one sends an empty message this way.
+    drop(queued);
+    drop(silent);
+    assert_eq!(stopping.join().expect("stop"), revecho::Exit::Finished);
+    assert_eq!(stats.snapshot().accepted, 4);
+}
+
 // ---------------------------------------------------------------------------
 // Out of descriptors: accept fails with EMFILE
 // ---------------------------------------------------------------------------
