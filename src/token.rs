@@ -4,12 +4,25 @@
 //! lives) and a generation taken from its connection id. The generation is
 //! what keeps a stale event away from a new connection:
 //!
-//! A single `poll` returns a batch of events. While handling that batch the
-//! loop may close connection A (freeing slab slot 3) and then accept
-//! connection B, which the slab puts straight into the free slot 3. If the
-//! batch still holds an event for A (say its `read_closed`), a token made of
-//! the key alone would deliver it to B. With the generation in the token, the
-//! event's token no longer equals B's, and the loop drops it as stale.
+//! A single `poll` returns a batch of events, and the batch is a snapshot:
+//! it may still hold an event for a connection that the loop has closed
+//! since. If that connection's slab slot was then given to a new client, a
+//! token made of the key alone would hand the old event (say a
+//! `read_closed`) to the new client, which would then be closed or read
+//! from for no reason. This was seen with mio 1.2.5 in a loop that closed
+//! connections and accepted new ones while working through a batch.
+//!
+//! How can the batch hold an event for a connection already closed? A
+//! connection closes while handling one of its events, and when the server
+//! is at its connection limit, that close frees a slot that a queued client
+//! takes at once. On Linux, epoll reports each socket at most once per
+//! batch, so the closed connection has no event left in it. But kqueue
+//! (macOS, the BSDs) reports reading and writing as separate events, so the
+//! same socket can appear twice in one batch, and its second event would
+//! reach the new client. Rather than lean on such platform details, the
+//! generation makes the guarantee local: the stale event's token no longer
+//! equals the new client's, and the loop drops it (`on_connection_ready`
+//! compares the two).
 //!
 //! Tokens whose generation bits are all ones are reserved for the loop's own
 //! sources (the waker, signals, listeners), so they never collide with a
