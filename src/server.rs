@@ -92,6 +92,8 @@ struct Client {
     interest: Interest,
     /// The deadline currently in [`Deadlines`].
     deadline: Option<Instant>,
+    /// Out of budget last turn and queued in `Server::yielded`.
+    yielded: bool,
 }
 
 /// A bound reverse-echo server. [`Server::bind`] it, read its
@@ -399,6 +401,8 @@ impl Server {
             .register(&mut stream, token, Interest::READABLE)
         {
             warn!("{name}: cannot register with the poll: {e}; closing it");
+            self.stats.accepted();
+            self.stats.closed(CloseReason::IoError);
             return;
         }
         let connection = Connection::new(name, now);
@@ -409,6 +413,7 @@ impl Server {
             token,
             interest: Interest::READABLE,
             deadline,
+            yielded: false,
         });
         self.deadlines.reschedule(token, None, deadline);
         self.stats.accepted();
@@ -417,7 +422,7 @@ impl Server {
 
     fn on_connection_ready(&mut self, key: usize, event: &Event, now: Instant) {
         let Some(client) = self.connections.get_mut(key) else {
-            trace!("event for free slot {key}: stale, ignored");
+            debug!("stale event for free slot {key}, ignored");
             return;
         };
         // The slot may hold a newer connection than the event was for: see
@@ -430,40 +435,53 @@ impl Server {
             return;
         }
         debug!("{}: {}", client.connection.name(), describe_event(event));
-        let cx = Context {
-            config: &self.config,
-            stats: &self.stats,
-            now,
-        };
-        if client.connection.on_ready(&mut client.stream, &cx) == Turn::Yield {
-            self.yielded.push(client.token);
+        // A connection that yielded is already due another turn after this
+        // batch; a second turn now would undo the fairness of the budget.
+        if client.yielded {
+            return;
         }
-        self.settle(key, now);
+        self.take_turn(key, now);
     }
 
     /// Gives connections that ran out of budget another turn.
     fn resume_yielded(&mut self, now: Instant) {
         for token in std::mem::take(&mut self.yielded) {
-            let Source::Connection(key) = token::source(token) else {
-                continue;
-            };
-            let Some(client) = self.connections.get_mut(key) else {
-                continue;
-            };
-            if client.token != token {
-                continue;
+            if let Some(key) = self.key_of(token) {
+                trace!(
+                    "{}: resuming after yielding",
+                    self.connections[key].connection.name()
+                );
+                self.take_turn(key, now);
             }
-            trace!("{}: resuming after yielding", client.connection.name());
-            let cx = Context {
-                config: &self.config,
-                stats: &self.stats,
-                now,
-            };
-            if client.connection.on_ready(&mut client.stream, &cx) == Turn::Yield {
-                self.yielded.push(token);
-            }
-            self.settle(key, now);
         }
+    }
+
+    /// One turn of a connection: as much of its state's work as the kernel
+    /// allows within the budget, then [`settle`](Self::settle).
+    fn take_turn(&mut self, key: usize, now: Instant) {
+        let Some(client) = self.connections.get_mut(key) else {
+            return;
+        };
+        let cx = Context {
+            config: &self.config,
+            stats: &self.stats,
+            now,
+        };
+        client.yielded = client.connection.on_ready(&mut client.stream, &cx) == Turn::Yield;
+        if client.yielded {
+            self.yielded.push(client.token);
+        }
+        self.settle(key, now);
+    }
+
+    /// The slab key of the connection `token` names, if that connection is
+    /// still there (and not a newer one in its slot).
+    fn key_of(&self, token: Token) -> Option<usize> {
+        let Source::Connection(key) = token::source(token) else {
+            return None;
+        };
+        let client = self.connections.get(key)?;
+        (client.token == token).then_some(key)
     }
 
     /// After any input: free the slot if the connection closed, otherwise
@@ -535,15 +553,10 @@ impl Server {
 
     fn fire_timers(&mut self, now: Instant) {
         while let Some(token) = self.deadlines.pop_expired(now) {
-            let Source::Connection(key) = token::source(token) else {
+            let Some(key) = self.key_of(token) else {
                 continue;
             };
-            let Some(client) = self.connections.get_mut(key) else {
-                continue;
-            };
-            if client.token != token {
-                continue;
-            }
+            let client = &mut self.connections[key];
             // The entry just popped is no longer in the queue.
             client.deadline = None;
             let cx = Context {
