@@ -24,7 +24,10 @@ pub const PATIENCE: Duration = Duration::from_secs(30);
 
 /// A config listening on a free loopback port.
 pub fn config() -> Config {
-    Config { listen: vec!["127.0.0.1:0".into()], ..Config::default() }
+    Config {
+        listen: vec!["127.0.0.1:0".into()],
+        ..Config::default()
+    }
 }
 
 /// A server running on its own thread, stopped and joined on drop.
@@ -43,7 +46,12 @@ impl TestServer {
         let stats = server.stats();
         let stop = server.stop_handle();
         let thread = thread::spawn(move || server.run());
-        TestServer { addr, stats, stop, thread: Some(thread) }
+        TestServer {
+            addr,
+            stats,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     /// The counters now.
@@ -165,7 +173,13 @@ impl RunningBinary {
                 .unwrap_or_else(|| panic!("expected `listening on ADDR`, got {line:?}"));
             addrs.push(addr.parse().expect("listening address"));
         }
-        RunningBinary { child, addrs, stderr_lines, stderr_seen, _stdout: stdout.into_inner() }
+        RunningBinary {
+            child,
+            addrs,
+            stderr_lines,
+            stderr_seen,
+            _stdout: stdout.into_inner(),
+        }
     }
 
     /// The first listening address.
@@ -181,9 +195,14 @@ impl RunningBinary {
             match self.stderr_lines.recv_timeout(left) {
                 Ok(line) if line.contains(needle) => return line,
                 Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) => panic!("no log line containing {needle:?}:\n{}", self.stderr()),
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("no log line containing {needle:?}:\n{}", self.stderr())
+                }
                 Err(RecvTimeoutError::Disconnected) => {
-                    panic!("stderr closed before a line containing {needle:?}:\n{}", self.stderr())
+                    panic!(
+                        "stderr closed before a line containing {needle:?}:\n{}",
+                        self.stderr()
+                    )
                 }
             }
         }

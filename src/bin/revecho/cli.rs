@@ -80,7 +80,7 @@ impl From<FramingArg> for Framing {
 /// Server options.
 #[derive(Debug, Args)]
 pub struct ServerArgs {
-    /// Address to listen on, host:port; repeat for more. A host name binds every address it resolves to
+    /// Address to listen on, host:port; repeat or separate with commas for more. A host name binds every address it resolves to
     #[arg(short, long = "listen", value_name = "ADDR", env = "REVECHO_LISTEN", value_delimiter = ',',
           default_value = Config::DEFAULT_LISTEN)]
     pub listen: Vec<String>,
