@@ -446,13 +446,13 @@ impl Server {
     /// Gives connections that ran out of budget another turn.
     fn resume_yielded(&mut self, now: Instant) {
         for token in std::mem::take(&mut self.yielded) {
-            if let Some(key) = self.key_of(token) {
-                trace!(
-                    "{}: resuming after yielding",
-                    self.connections[key].connection.name()
-                );
-                self.take_turn(key, now);
+            let Some(key) = self.key_of(token) else {
+                continue;
+            };
+            if let Some(client) = self.connections.get(key) {
+                trace!("{}: resuming after yielding", client.connection.name());
             }
+            self.take_turn(key, now);
         }
     }
 
@@ -556,7 +556,9 @@ impl Server {
             let Some(key) = self.key_of(token) else {
                 continue;
             };
-            let client = &mut self.connections[key];
+            let Some(client) = self.connections.get_mut(key) else {
+                continue;
+            };
             // The entry just popped is no longer in the queue.
             client.deadline = None;
             let cx = Context {
