@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, TestServer, config, connect, exchange, read_to_end, reversed, wait_until};
+use common::{PATIENCE, TestServer, config, connect, exchange, line_reply, read_to_end, wait_until};
 use revecho::{Config, Exit, Framing, StatsSnapshot};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
@@ -101,13 +101,6 @@ fn line_of(len: usize) -> Vec<u8> {
     let mut line: Vec<u8> = (0..len - 1).map(|i| b'a' + (i % 26) as u8).collect();
     line.push(b'\n');
     line
-}
-
-/// The reply to a `\n`-terminated line: its content reversed, then `\n`.
-fn line_reply(line: &[u8]) -> Vec<u8> {
-    let mut reply = reversed(&line[..line.len() - 1]);
-    reply.push(b'\n');
-    reply
 }
 
 // ---------------------------------------------------------------------------

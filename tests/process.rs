@@ -15,7 +15,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, RunningBinary, connect, read_to_end, revecho, reversed, wait_until};
+use common::{PATIENCE, RunningBinary, assert_line_replies, connect, read_to_end, revecho, wait_until};
 use revecho::ACCEPT_BACKOFF;
 use revecho::fd_limit::RESERVE;
 
@@ -282,15 +282,7 @@ fn clients_queued_in_the_backlog_at_sigterm_are_all_served() {
     server.signal("TERM");
     server.signal("CONT");
 
-    for (client, message) in &mut clients {
-        let mut expected = reversed(&message[..message.len() - 1]);
-        expected.push(b'\n');
-        let reply = read_to_end(client).expect("reply, not a reset");
-        assert_eq!(
-            String::from_utf8_lossy(&reply),
-            String::from_utf8_lossy(&expected)
-        );
-    }
+    assert_line_replies(&mut clients);
     // Closed, so the server need not linger on them until the grace ends.
     drop(clients);
     let summary = server.wait_for_log("summary:");
@@ -329,15 +321,7 @@ fn a_stop_dispatched_before_the_listener_event_still_serves_the_queued_clients()
         .collect();
     let running = std::thread::spawn(move || server.run());
 
-    for (client, message) in &mut clients {
-        let mut expected = reversed(&message[..message.len() - 1]);
-        expected.push(b'\n');
-        let reply = read_to_end(client).expect("reply, not a reset");
-        assert_eq!(
-            String::from_utf8_lossy(&reply),
-            String::from_utf8_lossy(&expected)
-        );
-    }
+    assert_line_replies(&mut clients);
     drop(clients);
     let exit = running.join().expect("server thread").expect("run");
     assert_eq!(exit, revecho::Exit::Finished);
@@ -371,11 +355,7 @@ fn clients_queued_past_the_connection_limit_are_served_at_shutdown() {
 
     let stats = server.stats.clone();
     let stopping = std::thread::spawn(move || server.stop());
-    for (client, message) in &mut queued {
-        let mut expected = reversed(&message[..message.len() - 1]);
-        expected.push(b'\n');
-        assert_eq!(read_to_end(client).expect("reply, not a reset"), expected);
-    }
+    assert_line_replies(&mut queued);
     // The clients close, so nobody waits out a linger or the grace period;
     // the silent one sends an empty message this way.
     drop(queued);
@@ -473,15 +453,7 @@ fn accept_backs_off_while_out_of_descriptors_and_serves_the_queue_afterwards() {
     // Free ten descriptors. No new client arrives: the retry alone must take
     // the silent client and the five queued ones from the backlog.
     held.drain(..10);
-    for (client, message) in &mut queued {
-        let mut expected = reversed(&message[..message.len() - 1]);
-        expected.push(b'\n');
-        let reply = read_to_end(client).expect("reply");
-        assert_eq!(
-            String::from_utf8_lossy(&reply),
-            String::from_utf8_lossy(&expected)
-        );
-    }
+    assert_line_replies(&mut queued);
     server.wait_for_log("accept works again");
 
     drop((held, unaccepted, queued));

@@ -13,7 +13,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use common::{PATIENCE, TestServer, config, connect, exchange, read_to_end, reversed, wait_until};
+use common::{
+    PATIENCE, TestServer, config, connect, exchange, line_reply, read_to_end, reversed, wait_until,
+};
 use revecho::{Config, Exit, Framing, Server, StopHandle};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
@@ -229,8 +231,7 @@ fn tiny_read_and_write_chunks_still_give_exact_replies() {
     let content: Vec<u8> = (0..299u32).map(|i| b'a' + (i % 26) as u8).collect();
     let mut line = content.clone();
     line.push(b'\n');
-    let mut expected_line = reversed(&content);
-    expected_line.push(b'\n');
+    let expected_line = line_reply(&line);
     let binary: Vec<u8> = (0..300u32).map(|i| (i * 7 % 256) as u8).collect();
 
     for (framing, message, half_close, expected) in [
@@ -265,8 +266,7 @@ fn two_hundred_concurrent_clients_each_get_their_own_reply() {
     }
     for (i, client) in clients.iter_mut().enumerate() {
         let content = message(i);
-        let mut expected = reversed(&content[..content.len() - 1]);
-        expected.push(b'\n');
+        let expected = line_reply(&content);
         let reply = read_to_end(client).expect("read reply");
         assert_eq!(
             String::from_utf8_lossy(&reply),
@@ -395,8 +395,7 @@ fn stop_handle_ends_run_with_finished_and_the_port_then_refuses() {
 /// The message client `i` sends, and the reply it must get back.
 fn own_line(i: usize) -> (Vec<u8>, Vec<u8>) {
     let message = format!("client {i} wants its own reply\n").into_bytes();
-    let mut reply = reversed(&message[..message.len() - 1]);
-    reply.push(b'\n');
+    let reply = line_reply(&message);
     (message, reply)
 }
 

@@ -109,6 +109,26 @@ pub fn reversed(message: &[u8]) -> Vec<u8> {
     message.iter().rev().copied().collect()
 }
 
+/// The reply to a `\n`-terminated line in line framing: its content
+/// reversed, then the `\n`.
+pub fn line_reply(line: &[u8]) -> Vec<u8> {
+    let mut reply = reversed(&line[..line.len() - 1]);
+    reply.push(b'\n');
+    reply
+}
+
+/// Reads each client's reply to end of stream (a reset fails the test) and
+/// checks that it is the line reply to the message that client sent.
+pub fn assert_line_replies(clients: &mut [(TcpStream, Vec<u8>)]) {
+    for (client, message) in clients {
+        let reply = read_to_end(client).expect("reply, not a reset");
+        assert_eq!(
+            String::from_utf8_lossy(&reply),
+            String::from_utf8_lossy(&line_reply(message))
+        );
+    }
+}
+
 /// Waits until `condition` holds, polling the counters; panics after [`PATIENCE`].
 /// For state that no socket event reveals (a counter bumped after a close).
 pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
