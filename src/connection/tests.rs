@@ -325,34 +325,24 @@ impl Harness {
 
 #[track_caller]
 fn assert_receiving(conn: &Connection) {
-    assert!(
-        matches!(conn.state(), State::Receiving { .. }),
-        "expected Receiving, got {}",
-        conn.state()
-    );
-    assert_eq!(conn.interest(), Some(Interest::READABLE));
-    assert_eq!(conn.close_reason(), None);
+    assert_live(conn, "Receiving", Interest::READABLE);
 }
 
 #[track_caller]
 fn assert_sending(conn: &Connection) {
-    assert!(
-        matches!(conn.state(), State::Sending { .. }),
-        "expected Sending, got {}",
-        conn.state()
-    );
-    assert_eq!(conn.interest(), Some(Interest::WRITABLE));
-    assert_eq!(conn.close_reason(), None);
+    assert_live(conn, "Sending", Interest::WRITABLE);
 }
 
 #[track_caller]
 fn assert_lingering(conn: &Connection) {
-    assert!(
-        matches!(conn.state(), State::Lingering { .. }),
-        "expected Lingering, got {}",
-        conn.state()
-    );
-    assert_eq!(conn.interest(), Some(Interest::READABLE));
+    assert_live(conn, "Lingering", Interest::READABLE);
+}
+
+/// A live state is named `state`, asks for `interest`, and has no close reason.
+#[track_caller]
+fn assert_live(conn: &Connection, state: &str, interest: Interest) {
+    assert_eq!(conn.state().to_string(), state);
+    assert_eq!(conn.interest(), Some(interest));
     assert_eq!(conn.close_reason(), None);
 }
 
