@@ -24,19 +24,26 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: [`Config`] and [`Framing`], the settings.
+//! The public API is small: [`Config`] and [`Framing`] to describe a
+//! server, [`Server`] to bind and run it, [`StopHandle`] to stop it from
+//! another thread, [`Stats`] to watch it. [`fd_limit`] raises the descriptor
+//! limit for a configuration, and [`deadlines`] is public so that its
+//! benchmark can measure it. Everything else is private, but written to be
+//! read.
+//!
+//! - `config`: [`Config`] and [`Framing`], the settings.
 //! - `server`: [`Server`], the readiness loop: accept, dispatch events,
 //!   fire timers, shut down.
-//! - [`connection`]: one client's state machine (`Receiving`, `Sending`,
-//!   `Lingering`, `Closed`), driven through a [`Transport`].
-//! - [`transport`]: the three socket calls a connection makes, so tests can
+//! - `connection`: one client's state machine (`Receiving`, `Sending`,
+//!   `Lingering`, `Closed`), driven through a `Transport`.
+//! - `transport`: the three socket calls a connection makes, so tests can
 //!   script them.
 //! - `framing`: where a message ends and how its reply is made (pure).
 //! - [`deadlines`]: the nearest timeout, without a timer thread.
 //! - `token`: how a `Token` names a listener or a connection, and why it
 //!   carries a generation.
 //! - `listeners`: binding with socket2 (backlog, `SO_REUSEADDR`, `IPV6_V6ONLY`).
-//! - [`stats`]: counters readable while the server runs.
+//! - `stats`: [`Stats`], counters readable while the server runs.
 //! - [`fd_limit`]: raising the descriptor limit at start.
 //! - `log_limit`: rate-limiting the warnings a client can provoke.
 //!
