@@ -530,3 +530,80 @@ fn hard_limit_too_low_warns_at_start_up_but_still_serves() {
     server.wait_for_log("summary:");
     assert_eq!(exit_code(&mut server), 0, "{}", server.stderr());
 }
+
+// ---------------------------------------------------------------------------
+// Warnings a client can provoke stay few; the counters stay exact
+// ---------------------------------------------------------------------------
+
+#[test]
+fn oversize_warnings_are_rate_limited_but_every_refusal_is_counted() {
+    const CLIENTS: usize = 12;
+    let started = Instant::now();
+    let mut server = start(&["--framing", "line", "--max-message", "8"]);
+    for _ in 0..CLIENTS {
+        let mut client = connect(server.addr());
+        client.write_all(b"far more than eight bytes\n").expect("send");
+        assert_eq!(read_to_end(&mut client).expect("a clean end of stream"), b"");
+    }
+    // The clients have closed, so shutdown waits for no one: every refusal
+    // is counted before the summary.
+    server.signal("TERM");
+    let summary = server.wait_for_log("summary:");
+    assert_eq!(exit_code(&mut server), 0);
+    assert_eq!(counter(&summary, "oversize"), CLIENTS as u64, "{summary}");
+
+    // At most 5 warnings per 10 s window: a hostile client cannot flood the log.
+    let warnings = log_count(&server, "closed: sent more than 8 bytes");
+    let windows = 1 + (started.elapsed().as_secs() / 10) as usize;
+    assert!(warnings >= 1, "{}", server.stderr());
+    assert!(
+        warnings <= 5 * windows,
+        "{warnings} warnings:\n{}",
+        server.stderr()
+    );
+    if windows == 1 {
+        assert_eq!(warnings, 5, "{}", server.stderr());
+    }
+}
+
+#[test]
+fn the_connection_limit_warns_once_per_episode_not_on_every_return_to_it() {
+    // With one slot and four clients queued, every close lets the next client
+    // in and puts the server straight back at its limit: one episode, one
+    // warning, ended by one `backlog drained` line.
+    let mut server = start(&[
+        "--framing",
+        "line",
+        "--max-connections",
+        "1",
+        "--linger",
+        "0",
+        "-v",
+    ]);
+    let holder = connect(server.addr());
+    server.wait_for_log("accepted");
+    let mut queued: Vec<(TcpStream, Vec<u8>)> = (0..4)
+        .map(|i| {
+            let mut client = connect(server.addr());
+            let message = format!("queued behind the limit {i}\n").into_bytes();
+            client.write_all(&message).expect("send");
+            (client, message)
+        })
+        .collect();
+    server.wait_for_log("connection limit (1) reached");
+    drop(holder);
+    assert_line_replies(&mut queued);
+    drop(queued);
+    server.wait_for_log("backlog drained: below the connection limit again");
+
+    server.signal("TERM");
+    let summary = server.wait_for_log("summary:");
+    assert_eq!(exit_code(&mut server), 0);
+    assert_eq!(counter(&summary, "accepted"), 5, "{summary}");
+    assert_eq!(
+        log_count(&server, "connection limit (1) reached"),
+        1,
+        "{}",
+        server.stderr()
+    );
+}
