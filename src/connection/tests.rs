@@ -1832,3 +1832,151 @@ mod turn_budget {
         assert_eq!(h.stats().partial_writes, 0);
     }
 }
+
+// ---------------------------------------------------------------------------
+// Any schedule the kernel might choose
+// ---------------------------------------------------------------------------
+
+/// The tests above each pin down one schedule. Here proptest picks the
+/// schedule: how the message is cut into reads, where reads would block or
+/// are interrupted, how much each write takes, the chunk sizes. Whatever it
+/// picks, the client must get the exact reply, then end of stream, and the
+/// connection must end as completed.
+mod any_schedule {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    /// What the kernel does before a piece of the message arrives.
+    fn hiccup(code: u8) -> Option<Read> {
+        match code {
+            0 => Some(Read::WouldBlock),
+            1 => Some(Read::Interrupted),
+            _ => None,
+        }
+    }
+
+    fn write_step((code, n): (u8, usize)) -> Write {
+        match code {
+            0 => Write::WouldBlock,
+            1 => Write::Interrupted,
+            _ => Write::Accept(n),
+        }
+    }
+
+    /// The read script: the message cut into pieces of the given sizes, each
+    /// preceded by its hiccup, then the client's end of stream.
+    fn reads(message: &[u8], cuts: &[(usize, u8)]) -> Vec<Read> {
+        let mut script = Vec::new();
+        let mut rest = message;
+        for &(size, code) in cuts {
+            script.extend(hiccup(code));
+            let (piece, tail) = rest.split_at(size.min(rest.len()));
+            if !piece.is_empty() {
+                script.push(data(piece));
+            }
+            rest = tail;
+        }
+        if !rest.is_empty() {
+            script.push(data(rest));
+        }
+        script.push(Read::Eof);
+        script
+    }
+
+    /// Gives the connection readiness events until it closes, as the loop
+    /// would; every scripted WouldBlock is used up by one event, so this ends.
+    fn drive(harness: &Harness, stream: &mut ScriptedStream) -> Connection {
+        let mut conn = harness.connection();
+        for event in 0..10_000 {
+            if conn.close_reason().is_some() {
+                return conn;
+            }
+            conn.on_ready(stream, &harness.at(ms(event)));
+        }
+        panic!("not closed after 10,000 events: {}", conn.state());
+    }
+
+    fn check(framing: Framing, message: Vec<u8>, expected: Vec<u8>, schedule: Schedule) {
+        let harness = Harness::with(Config {
+            framing,
+            max_message: 4096,
+            read_chunk: schedule.read_chunk,
+            write_chunk: schedule.write_chunk,
+            ..config(framing)
+        });
+        let mut stream = ScriptedStream::new()
+            .reading(reads(&message, &schedule.cuts))
+            .writing(schedule.writes.into_iter().map(write_step));
+        let conn = drive(&harness, &mut stream);
+
+        assert_eq!(conn.close_reason(), Some(CloseReason::Completed));
+        assert_eq!(stream.written, expected);
+        assert_eq!(stream.shutdowns(), 1);
+        assert_eq!(stream.shutdown_after, Some(expected.len()));
+        assert!(
+            stream
+                .read_sizes()
+                .iter()
+                .all(|&asked| asked <= schedule.read_chunk)
+        );
+        let write_limit = schedule.write_chunk.unwrap_or(usize::MAX);
+        assert!(
+            stream
+                .write_offers()
+                .iter()
+                .all(|&offered| offered <= write_limit)
+        );
+        let stats = harness.stats();
+        assert_eq!(stats.replies_completed, 1);
+        assert_eq!(stats.bytes_in as usize, message.len());
+        assert_eq!(stats.bytes_out as usize, expected.len());
+    }
+
+    #[derive(Debug)]
+    struct Schedule {
+        cuts: Vec<(usize, u8)>,
+        writes: Vec<(u8, usize)>,
+        read_chunk: usize,
+        write_chunk: Option<usize>,
+    }
+
+    fn schedule() -> impl Strategy<Value = Schedule> {
+        (
+            vec((0usize..40, 0u8..3), 0..24),
+            // A socket write takes at least one byte or fails: never Ok(0).
+            vec((0u8..3, 1usize..40), 0..48),
+            1usize..24,
+            proptest::option::of(1usize..24),
+        )
+            .prop_map(|(cuts, writes, read_chunk, write_chunk)| Schedule {
+                cuts,
+                writes,
+                read_chunk,
+                write_chunk,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn eof_framing_replies_exactly_under_any_schedule(
+            message in vec(any::<u8>(), 0..300),
+            schedule in schedule(),
+        ) {
+            let expected = reversed(&message);
+            check(Framing::Eof, message, expected, schedule);
+        }
+
+        #[test]
+        fn line_framing_replies_exactly_under_any_schedule(
+            content in vec(any::<u8>().prop_filter("one line", |&b| b != b'\n' && b != b'\r'), 0..300),
+            schedule in schedule(),
+        ) {
+            let mut line = content.clone();
+            line.push(b'\n');
+            let mut expected = reversed(&content);
+            expected.push(b'\n');
+            check(Framing::Line, line, expected, schedule);
+        }
+    }
+}
