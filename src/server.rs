@@ -218,7 +218,7 @@ impl Server {
             }
             let timeout = self.poll_timeout(Instant::now());
             match self.poll.poll(&mut events, timeout) {
-                Ok(()) => {}
+                Ok(()) => self.stats.poll_wakeup(),
                 // A signal interrupted the wait. mio 1.x hands this back
                 // instead of retrying, so retry here.
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,

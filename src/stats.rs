@@ -19,6 +19,7 @@ pub struct Stats {
     partial_writes: AtomicU64,
     bytes_discarded: AtomicU64,
     accept_backoffs: AtomicU64,
+    poll_wakeups: AtomicU64,
     closed_oversize: AtomicU64,
     closed_idle_timeout: AtomicU64,
     closed_read_timeout: AtomicU64,
@@ -47,6 +48,11 @@ pub struct StatsSnapshot {
     /// Times `accept` was put off because the process was out of file
     /// descriptors (EMFILE/ENFILE): one per retry period, not one per client.
     pub accept_backoffs: u64,
+    /// Times `poll` returned: the loop's heartbeat. An idle server wakes
+    /// only for deadlines, so a count that races ahead while nothing
+    /// happens means the loop is spinning. Not in the summary line: it
+    /// depends on timing (two events may arrive in one wakeup or in two).
+    pub poll_wakeups: u64,
     /// Connections closed for sending more than `max_message`.
     pub closed_oversize: u64,
     /// Connections closed after `idle_timeout` without progress.
@@ -85,6 +91,9 @@ impl Stats {
     pub(crate) fn accept_backoff(&self) {
         self.accept_backoffs.fetch_add(1, Relaxed);
     }
+    pub(crate) fn poll_wakeup(&self) {
+        self.poll_wakeups.fetch_add(1, Relaxed);
+    }
 
     /// Counts one connection's end.
     pub(crate) fn closed(&self, reason: CloseReason) {
@@ -111,6 +120,7 @@ impl Stats {
             partial_writes: self.partial_writes.load(Relaxed),
             bytes_discarded: self.bytes_discarded.load(Relaxed),
             accept_backoffs: self.accept_backoffs.load(Relaxed),
+            poll_wakeups: self.poll_wakeups.load(Relaxed),
             closed_oversize: self.closed_oversize.load(Relaxed),
             closed_idle_timeout: self.closed_idle_timeout.load(Relaxed),
             closed_read_timeout: self.closed_read_timeout.load(Relaxed),

@@ -602,3 +602,46 @@ fn resets_at_every_stage_drop_only_that_connection() {
         "run() should still have been running"
     );
 }
+
+#[test]
+fn a_server_with_stuck_clients_sleeps_instead_of_spinning() {
+    // Every way a client can leave the loop with nothing to do: silent
+    // (Receiving), served but still open (Lingering), not reading a reply far
+    // larger than the socket buffers (Sending, blocked), and queued in the
+    // backlog behind the connection limit. None of them may wake the loop:
+    // with edge-triggered readiness and interest that follows state, there
+    // is no event to report until something changes.
+    let server = TestServer::start(Config {
+        max_connections: 3,
+        max_message: 16 * 1024 * 1024,
+        linger: Duration::from_secs(60),
+        ..line_config()
+    });
+    let _silent = connect(server.addr);
+
+    let mut lingering = connect(server.addr);
+    lingering.write_all(b"served\n").expect("send");
+    assert_eq!(read_to_end(&mut lingering).expect("reply"), b"devres\n");
+
+    let big = line_of(8 * 1024 * 1024);
+    let mut not_reading = connect_with_small_receive_buffer(server.addr);
+    not_reading.write_all(&big).expect("send the big line");
+    wait_until("the reply to fill the socket buffers", || {
+        server.snapshot().partial_writes > 0
+    });
+
+    let mut queued = connect(server.addr);
+    queued.write_all(b"queued\n").expect("send");
+    assert_eq!(server.snapshot().accepted, 3);
+
+    let before = server.snapshot().poll_wakeups;
+    assert_no_reply_yet(&mut queued, "the server is at its connection limit");
+    let wakeups = server.snapshot().poll_wakeups - before;
+    // A spinning loop wakes thousands of times in this window; a sleeping
+    // one perhaps once, for the queued client's arrival.
+    assert!(wakeups <= 5, "{wakeups} wakeups while nothing could happen");
+
+    // Nothing was lost while it slept: freeing a slot serves the queued client.
+    drop(lingering);
+    assert_eq!(read_to_end(&mut queued).expect("reply"), b"deueuq\n");
+}
