@@ -337,8 +337,14 @@ impl Connection {
 
     /// The shutdown grace period is over: close now, whatever the state.
     pub fn cut_off(&mut self) {
+        self.abandon(CloseReason::ShutdownCutOff);
+    }
+
+    /// The loop gives up on this connection for `reason`: close now,
+    /// whatever the state. Does nothing once closed.
+    pub fn abandon(&mut self, reason: CloseReason) {
         if !matches!(self.state, State::Closed(_)) {
-            self.set_state(State::Closed(CloseReason::ShutdownCutOff));
+            self.set_state(State::Closed(reason));
         }
     }
 

@@ -506,7 +506,7 @@ impl Server {
                     "{}: cannot change interest: {e}; closing it",
                     client.connection.name()
                 );
-                self.stats.closed(CloseReason::IoError);
+                client.connection.abandon(CloseReason::IoError);
                 self.remove(key, now);
                 return;
             }
@@ -529,20 +529,17 @@ impl Server {
         }
         self.deadlines.reschedule(client.token, client.deadline, None);
         let name = client.connection.name();
-        match client.connection.close_reason() {
-            Some(CloseReason::Completed) => debug!("{name}: closed"),
-            Some(CloseReason::Oversize) => {
-                self.stats.closed(CloseReason::Oversize);
-                if self.client_warnings.allow(now) {
-                    warn!("{name}: closed: sent more than {} bytes", self.config.max_message);
-                }
+        // Every path closes the connection before removing it.
+        let reason = client.connection.close_reason().unwrap_or(CloseReason::IoError);
+        self.stats.closed(reason);
+        match reason {
+            CloseReason::Completed => debug!("{name}: closed"),
+            // A client can provoke this at will: rate-limited, and past the
+            // limit it still shows at debug.
+            CloseReason::Oversize if self.client_warnings.allow(now) => {
+                warn!("{name}: closed: sent more than {} bytes", self.config.max_message);
             }
-            Some(reason) => {
-                self.stats.closed(reason);
-                debug!("{name}: closed: {reason}");
-            }
-            // Only `settle` removes a live connection, after counting why.
-            None => debug!("{name}: closed"),
+            _ => debug!("{name}: closed: {reason}"),
         }
         drop(client);
         if self.accepting == Accepting::AtCapacity {
