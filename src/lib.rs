@@ -32,8 +32,10 @@
 //! read.
 //!
 //! - `config`: [`Config`] and [`Framing`], the settings.
-//! - `server`: [`Server`], the readiness loop: accept, dispatch events,
-//!   fire timers, shut down.
+//! - `server`: [`Server`], the readiness loop: dispatch events, settle each
+//!   connection's interest and deadline, fire timers; `server/accept.rs`
+//!   takes clients in (the connection limit, the EMFILE back-off), and
+//!   `server/shutdown.rs` stops (the stop handle, signals, the grace period).
 //! - `connection`: one client's state machine (`Receiving`, `Sending`,
 //!   `Lingering`, `Closed`), driven through a `Transport`.
 //! - `transport`: the three socket calls a connection makes, so tests can

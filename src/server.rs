@@ -7,6 +7,10 @@
 //! handler, fire the timers that are due, repeat. Nothing in the loop
 //! blocks: every socket is non-blocking, and the only wait is `poll` itself.
 //!
+//! This file holds the loop and what every connection goes through after an
+//! input (`settle`, `remove`); `accept.rs` takes clients in and
+//! `shutdown.rs` stops.
+//!
 //! A client's failure ends that client alone: it is logged with the
 //! connection's name, counted, and the loop goes on. Only a failure of
 //! `poll` itself ends the server.
@@ -26,59 +30,19 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::Config;
-use crate::connection::{CloseReason, Connection, Context, Name, Turn};
+use crate::connection::{CloseReason, Connection, Context, Turn};
 use crate::deadlines::Deadlines;
 use crate::listeners::{self, Listener, describe};
 use crate::log_limit::LogLimiter;
 use crate::stats::Stats;
 use crate::token::{self, Source};
 
-/// How long to wait before calling `accept` again after it failed for lack
-/// of descriptors or memory. Retrying at once would spin: the listener stays
-/// readable while clients wait in its backlog.
-pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+mod accept;
+mod shutdown;
 
-/// How [`Server::run`] ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Exit {
-    /// Stopped gracefully: every connection finished or was cut off at the
-    /// end of the grace period.
-    Finished,
-    /// A second signal arrived during the graceful shutdown: stopped at once.
-    /// Holds the signal number (the binary exits with 128 + it).
-    Signalled(i32),
-}
-
-/// Stops a running server from another thread, taking the same graceful
-/// path as SIGTERM. Cheap to clone.
-#[derive(Clone, Debug)]
-pub struct StopHandle {
-    requested: Arc<AtomicBool>,
-    waker: Arc<Waker>,
-}
-
-impl StopHandle {
-    /// Asks the server to shut down gracefully and wakes its loop.
-    pub fn stop(&self) -> io::Result<()> {
-        self.requested.store(true, Ordering::SeqCst);
-        self.waker.wake()
-    }
-}
-
-/// Whether the loop is taking new clients.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Accepting {
-    Open,
-    /// At `max_connections`. New clients wait in the kernel backlog; accepting
-    /// resumes when a connection closes.
-    AtCapacity,
-    /// `accept` failed (out of descriptors, say); try again at `retry_at`.
-    BackingOff {
-        retry_at: Instant,
-    },
-    /// Shutting down: the listeners are closed.
-    Closed,
-}
+pub use accept::ACCEPT_BACKOFF;
+use accept::Accepting;
+pub use shutdown::{Exit, StopHandle};
 
 /// One client: its state machine, its socket, and what the loop registered
 /// and scheduled for it (kept so that changes can be detected).
@@ -281,145 +245,6 @@ impl Server {
         None
     }
 
-    fn on_listener_ready(&mut self, index: usize, now: Instant) {
-        if let Some(listener) = self.listeners.get(index) {
-            debug!("listener {}: readable", listener.address);
-        }
-        // At capacity or backing off, queued clients stay in the backlog;
-        // accepting resumes when a slot frees or the back-off ends.
-        if self.accepting == Accepting::Open {
-            self.accept_from(index, now);
-        }
-    }
-
-    /// Accepts until `WouldBlock`: readiness is edge-triggered, so clients
-    /// left in the backlog now would produce no further event.
-    fn accept_from(&mut self, index: usize, now: Instant) {
-        loop {
-            // While shutting down, the backlog is taken in whole even past the
-            // limit: its clients would be reset otherwise, and the descriptor
-            // limit was raised for `max_connections + backlog`.
-            let shutting_down = self.draining_until.is_some();
-            if !shutting_down && self.connections.len() >= self.config.max_connections {
-                if !self.limit_reached {
-                    self.limit_reached = true;
-                    warn!(
-                        "connection limit ({}) reached: new clients wait in the backlog until a connection closes",
-                        self.config.max_connections
-                    );
-                }
-                self.accepting = Accepting::AtCapacity;
-                return;
-            }
-            let Some(listener) = self.listeners.get(index) else {
-                return;
-            };
-            match listener.socket.accept() {
-                Ok((stream, peer)) => {
-                    self.end_accept_failure();
-                    self.admit(stream, peer, now);
-                }
-                // The backlog is empty: any episode of pressure is over.
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    self.end_accept_failure();
-                    if self.limit_reached {
-                        self.limit_reached = false;
-                        info!("backlog drained: below the connection limit again");
-                    }
-                    return;
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                // The client gave up while it waited in the backlog.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
-                    ) =>
-                {
-                    debug!("listener {}: queued client went away: {e}", listener.address);
-                }
-                Err(e) => {
-                    // EMFILE/ENFILE (out of descriptors) and ENOBUFS/ENOMEM
-                    // are the usual causes. The clients stay queued; retry
-                    // after a pause instead of spinning on a listener that
-                    // stays readable.
-                    if !self.accept_failing {
-                        warn!(
-                            "accept on {} failed: {}; retrying every {} ms until it succeeds",
-                            listener.address,
-                            describe(&e),
-                            ACCEPT_BACKOFF.as_millis()
-                        );
-                        self.accept_failing = true;
-                    }
-                    self.stats.accept_backoff();
-                    self.accepting = Accepting::BackingOff {
-                        retry_at: now + ACCEPT_BACKOFF,
-                    };
-                    return;
-                }
-            }
-        }
-    }
-
-    fn end_accept_failure(&mut self) {
-        if self.accept_failing {
-            self.accept_failing = false;
-            info!("accept works again");
-        }
-    }
-
-    /// Tries every listener: after a slot frees, after a back-off, and
-    /// before the listeners close at shutdown.
-    fn accept_all(&mut self, now: Instant) {
-        if self.accepting == Accepting::Closed {
-            return;
-        }
-        self.accepting = Accepting::Open;
-        for index in 0..self.listeners.len() {
-            if self.accepting != Accepting::Open {
-                return;
-            }
-            self.accept_from(index, now);
-        }
-    }
-
-    /// Takes in one accepted client: a slab slot, a token, READABLE interest.
-    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
-        self.next_id += 1;
-        let name = Name {
-            id: self.next_id,
-            peer: Some(peer),
-        };
-        let entry = self.connections.vacant_entry();
-        let token = token::connection(entry.key(), name.id);
-        // Readable first: the client speaks first. An edge-triggered
-        // registration still reports data that arrived before it.
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut stream, token, Interest::READABLE)
-        {
-            warn!("{name}: cannot register with the poll: {e}; closing it");
-            self.stats.accepted();
-            self.stats.closed(CloseReason::IoError);
-            return;
-        }
-        let connection = Connection::new(name, now);
-        let deadline = connection.deadline(&self.config);
-        entry.insert(Client {
-            connection,
-            stream,
-            token,
-            interest: Interest::READABLE,
-            deadline,
-            yielded: false,
-        });
-        self.deadlines.reschedule(token, None, deadline);
-        self.stats.accepted();
-        debug!("{name}: accepted");
-    }
-
     fn on_connection_ready(&mut self, key: usize, event: &Event, now: Instant) {
         let Some(client) = self.connections.get_mut(key) else {
             debug!("stale event for free slot {key}, ignored");
@@ -566,80 +391,12 @@ impl Server {
             client.connection.on_deadline(&cx);
             self.settle(key, now);
         }
-        if let Accepting::BackingOff { retry_at } = self.accepting
-            && retry_at <= now
-        {
-            self.accept_all(now);
-        }
-        if self.draining_until.is_some_and(|until| until <= now) {
-            if !self.connections.is_empty() {
-                info!(
-                    "shutdown grace over: cutting off {}",
-                    count(self.connections.len(), "connection")
-                );
-            }
-            self.cut_off_all();
-        }
-    }
-
-    fn cut_off_all(&mut self) {
-        let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
-        let now = Instant::now();
-        for key in keys {
-            if let Some(client) = self.connections.get_mut(key) {
-                client.connection.cut_off();
-            }
-            self.remove(key, now);
-        }
-    }
-
-    /// First signal: graceful shutdown. A second one: exit now.
-    fn on_signals(&mut self, now: Instant) -> Option<Exit> {
-        let signals: Vec<i32> = self.signals.as_mut()?.pending().collect();
-        for signal in signals {
-            let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
-            if self.draining_until.is_some() {
-                info!("{name} again: exiting now");
-                return Some(Exit::Signalled(signal));
-            }
-            self.begin_shutdown(name, now);
-        }
-        None
-    }
-
-    /// Stops taking clients and gives the ones in flight the grace period.
-    fn begin_shutdown(&mut self, why: &str, now: Instant) {
-        if self.draining_until.is_some() {
-            return;
-        }
-        self.draining_until = Some(now + self.config.shutdown_grace);
-        // Closing a listener resets every client still queued in its
-        // backlog, so take those in first and serve them with the rest.
-        self.accept_all(now);
-        for mut listener in self.listeners.drain(..) {
-            if let Err(e) = self.poll.registry().deregister(&mut listener.socket) {
-                trace!("listener {}: deregister failed: {e}", listener.address);
-            }
-        }
-        self.accepting = Accepting::Closed;
-        info!(
-            "{why}: shutting down; {} in flight, {} grace",
-            count(self.connections.len(), "connection"),
-            humantime::format_duration(self.config.shutdown_grace)
-        );
+        self.retry_accept_if_due(now);
+        self.end_grace_if_due(now);
     }
 
     fn log_summary(&self) {
         info!("summary: {}", self.stats.snapshot());
-    }
-}
-
-/// `1 connection`, `2 connections`.
-fn count(n: usize, noun: &str) -> String {
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
     }
 }
 

@@ -394,13 +394,14 @@ fn accept_backs_off_while_out_of_descriptors_and_serves_the_queue_afterwards() {
     server.wait_for_log("open file limit is 40 but --max-connections 10000");
 
     // Silent clients, one at a time, until one is not accepted. The next
-    // line mentioning `accept` is either this client's `accepted` or the
-    // failure; one at a time, so the backlog holds exactly one silent client.
+    // accept line is either this client's `accepted` or the failure; one at a time, so the backlog holds exactly one silent client.
     let mut held = Vec::new();
     let mut unaccepted = None;
     for _ in 0..60 {
         let client = connect(addr);
-        let line = server.wait_for_log("accept");
+        let line = server.wait_for_log_where("accepted, or accept failed", |line| {
+            line.contains("): accepted") || line.contains("] accept on ")
+        });
         if line.contains("accept on") && line.contains("failed") {
             assert!(line.contains("too many open files"), "{line}");
             unaccepted = Some(client);
@@ -581,7 +582,7 @@ fn the_connection_limit_warns_once_per_episode_not_on_every_return_to_it() {
         "-v",
     ]);
     let holder = connect(server.addr());
-    server.wait_for_log("accepted");
+    server.wait_for_log("): accepted");
     let mut queued: Vec<(TcpStream, Vec<u8>)> = (0..4)
         .map(|i| {
             let mut client = connect(server.addr());

@@ -209,18 +209,24 @@ impl RunningBinary {
 
     /// Waits for a stderr line containing `needle` (and returns it).
     pub fn wait_for_log(&self, needle: &str) -> String {
+        self.wait_for_log_where(needle, |line| line.contains(needle))
+    }
+
+    /// Waits for a stderr line for which `wanted` holds (and returns it);
+    /// `what` describes it in the failure message.
+    pub fn wait_for_log_where(&self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.stderr_lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
+                Ok(line) if wanted(&line) => return line,
                 Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) => {
-                    panic!("no log line containing {needle:?}:\n{}", self.stderr())
+                    panic!("no log line matching {what:?}:\n{}", self.stderr())
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     panic!(
-                        "stderr closed before a line containing {needle:?}:\n{}",
+                        "stderr closed before a line matching {what:?}:\n{}",
                         self.stderr()
                     )
                 }

@@ -1,0 +1,113 @@
+//! Stopping: the stop handle, signals, taking in the backlog, the grace
+//! period and the cut-off.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use log::{info, trace};
+use mio::Waker;
+use signal_hook::consts::SIGINT;
+
+use super::Server;
+use super::accept::Accepting;
+
+/// How [`Server::run`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// Stopped gracefully: every connection finished or was cut off at the
+    /// end of the grace period.
+    Finished,
+    /// A second signal arrived during the graceful shutdown: stopped at once.
+    /// Holds the signal number (the binary exits with 128 + it).
+    Signalled(i32),
+}
+
+/// Stops a running server from another thread, taking the same graceful
+/// path as SIGTERM. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct StopHandle {
+    pub(super) requested: Arc<AtomicBool>,
+    pub(super) waker: Arc<Waker>,
+}
+
+impl StopHandle {
+    /// Asks the server to shut down gracefully and wakes its loop.
+    pub fn stop(&self) -> io::Result<()> {
+        self.requested.store(true, Ordering::SeqCst);
+        self.waker.wake()
+    }
+}
+
+impl Server {
+    /// Closes every connection now, counted as cut off.
+    pub(super) fn cut_off_all(&mut self) {
+        let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
+        let now = Instant::now();
+        for key in keys {
+            if let Some(client) = self.connections.get_mut(key) {
+                client.connection.cut_off();
+            }
+            self.remove(key, now);
+        }
+    }
+
+    /// First signal: graceful shutdown. A second one: exit now.
+    pub(super) fn on_signals(&mut self, now: Instant) -> Option<Exit> {
+        let signals: Vec<i32> = self.signals.as_mut()?.pending().collect();
+        for signal in signals {
+            let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
+            if self.draining_until.is_some() {
+                info!("{name} again: exiting now");
+                return Some(Exit::Signalled(signal));
+            }
+            self.begin_shutdown(name, now);
+        }
+        None
+    }
+
+    /// Stops taking clients and gives the ones in flight the grace period.
+    pub(super) fn begin_shutdown(&mut self, why: &str, now: Instant) {
+        if self.draining_until.is_some() {
+            return;
+        }
+        self.draining_until = Some(now + self.config.shutdown_grace);
+        // Closing a listener resets every client still queued in its
+        // backlog, so take those in first and serve them with the rest.
+        self.accept_all(now);
+        for mut listener in self.listeners.drain(..) {
+            if let Err(e) = self.poll.registry().deregister(&mut listener.socket) {
+                trace!("listener {}: deregister failed: {e}", listener.address);
+            }
+        }
+        self.accepting = Accepting::Closed;
+        info!(
+            "{why}: shutting down; {} in flight, {} grace",
+            count(self.connections.len(), "connection"),
+            humantime::format_duration(self.config.shutdown_grace)
+        );
+    }
+
+    /// The grace period is over: cut off whoever is left.
+    pub(super) fn end_grace_if_due(&mut self, now: Instant) {
+        if self.draining_until.is_some_and(|until| until <= now) {
+            if !self.connections.is_empty() {
+                info!(
+                    "shutdown grace over: cutting off {}",
+                    count(self.connections.len(), "connection")
+                );
+            }
+            self.cut_off_all();
+        }
+    }
+}
+
+/// `1 connection`, `2 connections`.
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
