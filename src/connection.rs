@@ -368,7 +368,10 @@ impl Connection {
             }
             // Ask for at most one byte past the limit: reading that byte is
             // how we learn the client sent too much, without buffering more.
-            let room = (config.max_message + 1).saturating_sub(received.len());
+            let room = config
+                .max_message
+                .saturating_add(1)
+                .saturating_sub(received.len());
             let want = config.read_chunk.min(room).min(*budget);
             let start = received.len();
             received.resize(start + want, 0);

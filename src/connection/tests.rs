@@ -781,6 +781,24 @@ mod oversize {
     use super::*;
 
     #[test]
+    fn the_largest_max_message_is_not_an_overflow() {
+        // `--max-message 15EiB` parses to nearly usize::MAX; reading "one byte
+        // past the limit" must not wrap to a zero-length read, which would
+        // look like end of stream.
+        let h = Harness::with(Config {
+            max_message: usize::MAX,
+            ..config(Framing::Eof)
+        });
+        let mut conn = h.connection();
+        let mut stream = ScriptedStream::new().reading([data(b"abc"), Read::Eof]);
+
+        conn.on_ready(&mut stream, &h.at(Duration::ZERO));
+
+        assert_reply_then_shutdown(&stream, b"cba");
+        assert_closed(&conn, CloseReason::Completed);
+    }
+
+    #[test]
     fn oversize_in_every_framing_gets_no_reply_a_shutdown_then_lingering() {
         for framing in [Framing::Burst, Framing::Line, Framing::Eof] {
             let h = Harness::new(framing);
