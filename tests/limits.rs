@@ -281,16 +281,20 @@ fn a_trickling_client_escapes_the_idle_timeout_but_not_the_read_timeout() {
     assert!(sent > 1, "the client trickled only {sent} bytes");
 }
 
-#[test]
-fn five_hundred_silent_connections_do_not_delay_a_normal_client() {
-    // 500 clients and their 500 accepted sockets live in this one process,
-    // next to the other tests' sockets: make sure the soft limit allows it
-    // (it is often 1024).
+/// 500 clients and their 500 accepted sockets live in this one process,
+/// next to the other tests' sockets: make sure the soft limit allows it (it
+/// is often 1024).
+fn allow_a_thousand_sockets() {
     let limit = rlimit::increase_nofile_limit(4096).expect("raise RLIMIT_NOFILE");
     assert!(
         limit >= 1500,
         "RLIMIT_NOFILE soft limit {limit} is too low for this test"
     );
+}
+
+#[test]
+fn five_hundred_silent_connections_do_not_delay_a_normal_client() {
+    allow_a_thousand_sockets();
     const SILENT: usize = 500;
 
     // No idle timeout here, so the silent ones are certainly all still open
@@ -311,11 +315,7 @@ fn five_hundred_silent_connections_do_not_delay_a_normal_client() {
 
 #[test]
 fn five_hundred_silent_connections_are_all_closed_by_the_idle_timeout() {
-    let limit = rlimit::increase_nofile_limit(4096).expect("raise RLIMIT_NOFILE");
-    assert!(
-        limit >= 1500,
-        "RLIMIT_NOFILE soft limit {limit} is too low for this test"
-    );
+    allow_a_thousand_sockets();
     const SILENT: usize = 500;
     let idle = Duration::from_millis(500);
     let server = TestServer::start(Config {
