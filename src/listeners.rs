@@ -47,7 +47,8 @@ pub(crate) fn bind_all(specs: &[String], backlog: u32) -> io::Result<Vec<Listene
                     shared_port.get_or_insert(listener.address.port());
                     listeners.push(listener);
                 }
-                // The address does not exist on this machine: skip it.
+                // The address does not exist on this machine, or (port 0)
+                // the port the first address got is taken on this one: skip it.
                 Err(e) if is_unavailable(&e) || port_was_chosen => {
                     warn!("skipping {address} (from {spec}): {}", describe(&e));
                 }
