@@ -15,7 +15,9 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, RunningBinary, assert_line_replies, connect, read_to_end, revecho, wait_until};
+use common::{
+    PATIENCE, RunningBinary, assert_line_replies, connect, read_to_end, revecho, send_lines, wait_until,
+};
 use revecho::ACCEPT_BACKOFF;
 use revecho::fd_limit::RESERVE;
 
@@ -269,16 +271,7 @@ fn clients_queued_in_the_backlog_at_sigterm_are_all_served() {
     // the listener without accepting first would reset every queued client.
     server.signal("STOP");
     wait_until("revecho to stop", || process_state(pid) == 'T');
-    let mut clients: Vec<(TcpStream, Vec<u8>)> = (0..CLIENTS)
-        .map(|i| {
-            let mut client = connect(server.addr());
-            let message = format!("queued client number {i}\n").into_bytes();
-            client
-                .write_all(&message)
-                .expect("send while the server is stopped");
-            (client, message)
-        })
-        .collect();
+    let mut clients = send_lines(server.addr(), CLIENTS, "queued client number");
     server.signal("TERM");
     server.signal("CONT");
 
@@ -311,14 +304,7 @@ fn a_stop_dispatched_before_the_listener_event_still_serves_the_queued_clients()
     let addr = server.local_addrs()[0];
     let stats = server.stats();
     server.stop_handle().stop().expect("request a stop");
-    let mut clients: Vec<(TcpStream, Vec<u8>)> = (0..5)
-        .map(|i| {
-            let mut client = connect(addr);
-            let message = format!("queued before the stop ran {i}\n").into_bytes();
-            client.write_all(&message).expect("send");
-            (client, message)
-        })
-        .collect();
+    let mut clients = send_lines(addr, 5, "queued before the stop ran");
     let running = std::thread::spawn(move || server.run());
 
     assert_line_replies(&mut clients);
@@ -343,14 +329,7 @@ fn clients_queued_past_the_connection_limit_are_served_at_shutdown() {
     common::wait_until("the silent client to be accepted", || {
         server.snapshot().accepted == 1
     });
-    let mut queued: Vec<(TcpStream, Vec<u8>)> = (0..3)
-        .map(|i| {
-            let mut client = connect(server.addr);
-            let message = format!("waiting past the limit {i}\n").into_bytes();
-            client.write_all(&message).expect("send");
-            (client, message)
-        })
-        .collect();
+    let mut queued = send_lines(server.addr, 3, "waiting past the limit");
     assert_eq!(server.snapshot().accepted, 1, "the limit holds while serving");
 
     let stats = server.stats.clone();
@@ -422,14 +401,7 @@ fn accept_backs_off_while_out_of_descriptors_and_serves_the_queue_afterwards() {
     };
 
     // Clients with a message, queued behind the silent one.
-    let mut queued: Vec<(TcpStream, Vec<u8>)> = (0..5)
-        .map(|i| {
-            let mut client = connect(addr);
-            let message = format!("queued while starved {i}\n").into_bytes();
-            client.write_all(&message).expect("send");
-            (client, message)
-        })
-        .collect();
+    let mut queued = send_lines(addr, 5, "queued while starved");
 
     // Starved: a queued client is neither answered nor dropped (no reply,
     // no end of stream, no reset) while descriptors are out. Waiting for
@@ -583,14 +555,7 @@ fn the_connection_limit_warns_once_per_episode_not_on_every_return_to_it() {
     ]);
     let holder = connect(server.addr());
     server.wait_for_log("): accepted");
-    let mut queued: Vec<(TcpStream, Vec<u8>)> = (0..4)
-        .map(|i| {
-            let mut client = connect(server.addr());
-            let message = format!("queued behind the limit {i}\n").into_bytes();
-            client.write_all(&message).expect("send");
-            (client, message)
-        })
-        .collect();
+    let mut queued = send_lines(server.addr(), 4, "queued behind the limit");
     server.wait_for_log("connection limit (1) reached");
     drop(holder);
     assert_line_replies(&mut queued);

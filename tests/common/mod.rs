@@ -117,6 +117,20 @@ pub fn line_reply(line: &[u8]) -> Vec<u8> {
     reply
 }
 
+/// Connects `count` clients and has each send one line, `"{label} {i}\n"`,
+/// without reading: the messages wait wherever the server is (in its
+/// backlog, say) until it serves them. Pairs with [`assert_line_replies`].
+pub fn send_lines(addr: SocketAddr, count: usize, label: &str) -> Vec<(TcpStream, Vec<u8>)> {
+    (0..count)
+        .map(|i| {
+            let mut client = connect(addr);
+            let message = format!("{label} {i}\n").into_bytes();
+            client.write_all(&message).expect("send a line");
+            (client, message)
+        })
+        .collect()
+}
+
 /// Reads each client's reply to end of stream (a reset fails the test) and
 /// checks that it is the line reply to the message that client sent.
 pub fn assert_line_replies(clients: &mut [(TcpStream, Vec<u8>)]) {
