@@ -62,6 +62,7 @@ pub mod fd_limit;
 mod framing;
 mod listeners;
 mod log_limit;
+mod proxy_protocol;
 mod server;
 pub mod stats;
 mod token;
