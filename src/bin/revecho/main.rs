@@ -1,11 +1,13 @@
 //! The `revecho` binary: parses the command line, sets up logging, raises the
 //! descriptor limit, installs signal handling and runs the library's
-//! `Server`, or runs the `send` client.
+//! `Server` (telling systemd when it is ready and when it stops), or runs
+//! the `send` client.
 
 #![forbid(unsafe_code)]
 
 mod cli;
 mod logging;
+mod notify;
 mod send;
 
 use std::io::{self, Write};
@@ -47,7 +49,11 @@ fn serve(args: &ServerArgs) -> ExitCode {
     }
     let _ = stdout.flush();
     drop(stdout);
-    match server.run() {
+    let systemd = notify::Systemd::from_environment();
+    systemd.ready();
+    let result = server.run();
+    systemd.stopping();
+    match result {
         Ok(Exit::Finished) => ExitCode::SUCCESS,
         Ok(Exit::Signalled(signal)) => ExitCode::from(128u8.saturating_add(signal as u8)),
         Err(e) => fatal(&e),
