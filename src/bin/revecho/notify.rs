@@ -55,10 +55,10 @@ impl Notifier {
     pub fn new(name: &OsStr) -> io::Result<Notifier> {
         let bytes = name.as_bytes();
         let address = match bytes.first() {
-            Some(b'/') => SocketAddr::from_pathname(name)?,
+            Some(b'/') => SocketAddr::from_pathname(name),
             // The `@` stands for the leading NUL byte that marks an abstract
             // name in the kernel's address structure.
-            Some(b'@') => SocketAddr::from_abstract_name(&bytes[1..])?,
+            Some(b'@') => SocketAddr::from_abstract_name(&bytes[1..]),
             _ => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
@@ -66,6 +66,9 @@ impl Notifier {
                 ));
             }
         };
+        // Too long for the kernel's address structure (108 bytes).
+        let address = address
+            .map_err(|error| io::Error::new(error.kind(), format!("NOTIFY_SOCKET={name:?}: {error}")))?;
         // Unbound: systemd identifies the sender by its credentials (pid),
         // not by an address, so we need none.
         let socket = UnixDatagram::unbound()?;
@@ -376,6 +379,15 @@ mod tests {
             let error = Notifier::new(OsStr::new(name)).err().expect("refused");
             assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{name:?}");
             assert!(error.to_string().contains("absolute path"), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_name_too_long_for_a_socket_address_is_refused_with_its_variable() {
+        for name in [format!("/{}", "a".repeat(200)), format!("@{}", "a".repeat(200))] {
+            let error = Notifier::new(OsStr::new(&name)).err().expect("refused");
+            assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{name}");
+            assert!(error.to_string().starts_with("NOTIFY_SOCKET=\""), "{error}");
         }
     }
 
