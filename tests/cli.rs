@@ -474,8 +474,33 @@ fn usage_errors_exit_2_with_clap_message() {
             "invalid value 'words' for '--framing <FRAMING>'",
         ),
         (
+            &["-l", "127.0.0.1:0", "--max-message", "0"],
+            "invalid value '0' for '--max-message <SIZE>': must be at least 1 byte",
+        ),
+        (
             &["-l", "127.0.0.1:0", "-v", "-q"],
-            "cannot be used with '--quiet'",
+            "error: the argument '--verbose' cannot be used with '--quiet'",
+        ),
+        // Malformed addresses: no port, a port out of range, an empty entry.
+        (
+            &["-l", "127.0.0.1"],
+            "invalid value '127.0.0.1' for '--listen <ADDR>': no port; expected host:port",
+        ),
+        (
+            &["-l", "127.0.0.1:99999"],
+            "invalid value '127.0.0.1:99999' for '--listen <ADDR>': the port 99999 is out of range",
+        ),
+        (
+            &["-l", "127.0.0.1:0,"],
+            "invalid value '' for '--listen <ADDR>': an empty address; expected host:port",
+        ),
+        (
+            &["send", "--connect", "localhost", "x"],
+            "invalid value 'localhost' for '--connect <ADDR>': no port; expected host:port",
+        ),
+        (
+            &["send", "--connect", "127.0.0.1:99999", "x"],
+            "invalid value '127.0.0.1:99999' for '--connect <ADDR>': the port 99999 is out of range",
         ),
         (
             &["-l", "127.0.0.1:0", "--bogus"],
@@ -519,18 +544,92 @@ fn usage_errors_exit_2_with_clap_message() {
             "{args:?}: not clap's message:\n{}",
             finished.stderr
         );
+        assert!(
+            !finished.stderr.contains("--verbose..."),
+            "{args:?}: names the counted flag oddly:\n{}",
+            finished.stderr
+        );
+    }
+}
+
+#[test]
+fn an_empty_entry_in_the_listen_variable_is_a_usage_error() {
+    let mut command = revecho();
+    command.env("REVECHO_LISTEN", ",,");
+    let finished = run(command, b"");
+    assert_eq!(finished.status.code(), Some(2), "stderr:\n{}", finished.stderr);
+    assert_eq!(finished.stdout, b"", "it must fail before listening");
+    assert!(
+        finished.stderr.starts_with(
+            "error: invalid value '' for '--listen <ADDR>': an empty address; expected host:port"
+        ),
+        "stderr:\n{}",
+        finished.stderr
+    );
+}
+
+#[test]
+fn bare_and_bracketed_ipv6_listen_addresses_are_well_formed() {
+    // Where ::1 cannot be bound it is skipped with a warning, and
+    // 127.0.0.1:0 still listens: either way, not a usage error.
+    for ipv6 in ["[::1]:0", "::1:0"] {
+        let command = revecho_with(["-l", "127.0.0.1:0", "-l", ipv6]);
+        let server = RunningBinary::start(command, 1);
+        assert_eq!(exchange(server.addr(), HELLO, false), REPLY, "with -l {ipv6}");
+    }
+}
+
+#[test]
+fn bare_and_bracketed_ipv6_connect_addresses_are_well_formed() {
+    // A closed port: with or without IPv6 here, connecting fails (exit 1),
+    // which shows the address got past the command line.
+    let port = closed_port().port();
+    for ipv6 in [format!("[::1]:{port}"), format!("::1:{port}")] {
+        let finished = run(revecho_with(["send", "--connect", &ipv6, "hi"]), b"");
+        assert_eq!(
+            finished.status.code(),
+            Some(1),
+            "{ipv6}: stderr:\n{}",
+            finished.stderr
+        );
+        assert!(
+            finished
+                .stderr
+                .starts_with(&format!("error: cannot connect to {ipv6}: ")),
+            "{ipv6}: stderr:\n{}",
+            finished.stderr
+        );
     }
 }
 
 #[test]
 fn version_prints_name_and_version() {
-    let finished = run(revecho_with(["--version"]), b"");
-    assert_eq!(finished.status.code(), Some(0));
-    assert_eq!(
-        finished.stdout_text(),
-        format!("revecho {}\n", env!("CARGO_PKG_VERSION"))
+    for args in [&["--version"][..], &["send", "--version"][..]] {
+        let finished = run(revecho_with(args), b"");
+        assert_eq!(
+            finished.status.code(),
+            Some(0),
+            "{args:?}: stderr:\n{}",
+            finished.stderr
+        );
+        assert_eq!(
+            finished.stdout_text(),
+            format!("revecho {}\n", env!("CARGO_PKG_VERSION")),
+            "{args:?}"
+        );
+        assert_eq!(finished.stderr, "", "{args:?}");
+    }
+}
+
+#[test]
+fn help_gives_the_real_default_log_filter() {
+    let finished = run(revecho_with(["--help"]), b"");
+    assert_eq!(finished.status.code(), Some(0), "stderr:\n{}", finished.stderr);
+    let help = finished.stdout_text();
+    assert!(
+        help.contains("RUST_LOG is used (default: warn,revecho=info)"),
+        "--help:\n{help}"
     );
-    assert_eq!(finished.stderr, "");
 }
 
 /// The lines of `help` that describe `flag`: from its header line to the next one.
