@@ -16,6 +16,13 @@ DURATION values are like 30s, 500ms, 2m, 1h 30m.
 
 Log level: -v, -vv and -q set revecho's own level; without them RUST_LOG is used (default: warn,revecho=info).";
 
+const SEND_AFTER_HELP: &str = "\
+After the message, send shuts down its write side (a half-close): eof framing waits for it, line framing takes it as the end of a line without a newline. --keep-open leaves it open, as the seed's client did.
+
+The reply is checked against the message: the message reversed, or, for a message with a newline, its first line's reply (line framing). A palindrome cannot be told from an echo.
+
+Exit status: 0 the whole reply; 1 cannot connect, or no reply byte before the timeout; 2 a usage error; 3 a reply that is not whole (no reply, part of one, a reset, a timeout after some reply bytes, not a reversal), explained in one line on stderr. The bytes that came back are printed either way.";
+
 /// A TCP server that replies with the bytes it received, reversed, then closes.
 #[derive(Debug, Parser)]
 #[command(name = "revecho", version, about, args_conflicts_with_subcommands = true, after_help = AFTER_HELP)]
@@ -76,7 +83,7 @@ fn verbose_with_quiet(matches: &ArgMatches) -> Option<&'static str> {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Send a message to a revecho server and print the reply.
-    #[command(version, display_name = "revecho")]
+    #[command(version, display_name = "revecho", after_help = SEND_AFTER_HELP)]
     Send(SendArgs),
 }
 
@@ -187,12 +194,16 @@ pub struct SendArgs {
     #[arg(short, long, value_name = "ADDR", default_value = Config::DEFAULT_LISTEN, value_parser = parse_host_port)]
     pub connect: String,
 
-    /// Give up if the reply has not ended within this time; 0 waits without limit
+    /// Give up if the reply has not ended within this time, counted from the connect; 0 waits without limit
     #[arg(short, long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
 
-    /// Shut down the write side after sending (eof framing waits for it)
+    /// Do not shut down the write side after sending, as the seed's client did (eof framing then never replies)
     #[arg(long)]
+    pub keep_open: bool,
+
+    /// Shut down the write side after sending: the default, accepted so older scripts keep working
+    #[arg(long, conflicts_with = "keep_open")]
     pub half_close: bool,
 
     /// Narrate each socket call on stderr, like the seed session's REPL
