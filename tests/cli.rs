@@ -236,6 +236,7 @@ fn send_reads_the_message_from_stdin_when_none_is_given() {
     );
     assert_eq!(finished.status.code(), Some(0), "stderr:\n{}", finished.stderr);
     assert_eq!(finished.stdout, reversed(&message));
+    assert_eq!(finished.stderr, "", "no Ctrl-D hint when stdin is not a terminal");
 }
 
 #[test]
@@ -283,6 +284,18 @@ fn send_half_close_ends_the_line_for_a_line_framing_server() {
     );
     assert_eq!(finished.status.code(), Some(0), "stderr:\n{}", finished.stderr);
     assert_eq!(finished.stdout, REPLY);
+    assert_eq!(finished.stderr, "");
+}
+
+#[test]
+fn send_counts_a_line_servers_reply_to_the_first_line_as_whole() {
+    let server = TestServer::start(quick_config(Framing::Line));
+    let finished = run(
+        revecho_with(["send", "--connect", &server.addr.to_string()]),
+        b"hello\r\nworld\n",
+    );
+    assert_eq!(finished.status.code(), Some(0), "stderr:\n{}", finished.stderr);
+    assert_eq!(finished.stdout, b"olleh\r\n");
     assert_eq!(finished.stderr, "");
 }
 
@@ -890,6 +903,10 @@ fn usage_errors_exit_2_with_clap_message() {
         (
             &["send", "--timeout", "soon", "x"],
             "invalid value 'soon' for '--timeout <DURATION>'",
+        ),
+        (
+            &["send", "--keep-open", "--half-close", "x"],
+            "the argument '--keep-open' cannot be used with '--half-close'",
         ),
     ];
     for (args, expected) in cases {

@@ -9,7 +9,7 @@
 //! | status | meaning |
 //! |---|---|
 //! | 0 | the whole reply |
-//! | 1 | nothing to judge: cannot connect, or a timeout before any reply byte |
+//! | 1 | nothing to judge: cannot connect, or a timeout before any reply byte (or standard input or output failed) |
 //! | 2 | a usage error (clap) |
 //! | 3 | a reply that is not whole: no reply, partial, reset, timeout, not a reversal |
 
