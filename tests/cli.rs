@@ -236,37 +236,125 @@ fn send_reads_the_message_from_stdin_when_none_is_given() {
     );
     assert_eq!(finished.status.code(), Some(0), "stderr:\n{}", finished.stderr);
     assert_eq!(finished.stdout, reversed(&message));
+    assert_eq!(finished.stderr, "", "no Ctrl-D hint when stdin is not a terminal");
 }
 
 #[test]
-fn send_half_close_ends_the_message_for_an_eof_framing_server() {
+fn send_half_closes_by_default_so_an_eof_framing_server_replies() {
     let server = TestServer::start(quick_config(Framing::Eof));
     // Larger than one read and with every byte value: eof framing takes it
     // all, and only the half-close tells the server the message is over.
     let message: Vec<u8> = (0..=255u8).cycle().take(64 * 1024 + 7).collect();
-    let command = revecho_with([
-        "send",
-        "--connect",
-        &server.addr.to_string(),
-        "--half-close",
-        "--trace",
-    ]);
-    let finished = run(command, &message);
-    assert_eq!(finished.status.code(), Some(0), "stderr:\n{}", finished.stderr);
-    assert!(
-        finished.stdout == reversed(&message),
-        "reply is not the exact reversal"
+    // `--half-close` is the default, still accepted so old scripts work.
+    for flags in [&[][..], &["--half-close"][..]] {
+        let mut command = revecho_with(["send", "--connect", &server.addr.to_string(), "--trace"]);
+        command.args(flags);
+        let finished = run(command, &message);
+        assert_eq!(
+            finished.status.code(),
+            Some(0),
+            "{flags:?}: stderr:\n{}",
+            finished.stderr
+        );
+        assert!(
+            finished.stdout == reversed(&message),
+            "{flags:?}: reply is not the exact reversal"
+        );
+        let lines = finished.stderr_lines();
+        assert!(
+            lines.contains(&"shutdown(SHUT_WR): the server will read end of stream"),
+            "{flags:?}: --trace should narrate the half-close:\n{}",
+            finished.stderr
+        );
+        assert_eq!(
+            lines.last().copied(),
+            Some("recv() returned 0 bytes: the server closed the connection")
+        );
+    }
+}
+
+#[test]
+fn send_half_close_ends_the_line_for_a_line_framing_server() {
+    // No newline in the message: the half-close is the end of the line,
+    // and the reply is the plain reversal.
+    let server = TestServer::start(quick_config(Framing::Line));
+    let finished = run(
+        revecho_with(["send", "--connect", &server.addr.to_string(), "Hello, world!"]),
+        b"",
     );
+    assert_eq!(finished.status.code(), Some(0), "stderr:\n{}", finished.stderr);
+    assert_eq!(finished.stdout, REPLY);
+    assert_eq!(finished.stderr, "");
+}
+
+#[test]
+fn send_counts_a_line_servers_reply_to_the_first_line_as_whole() {
+    let server = TestServer::start(quick_config(Framing::Line));
+    let finished = run(
+        revecho_with(["send", "--connect", &server.addr.to_string()]),
+        b"hello\r\nworld\n",
+    );
+    assert_eq!(finished.status.code(), Some(0), "stderr:\n{}", finished.stderr);
+    assert_eq!(finished.stdout, b"olleh\r\n");
+    assert_eq!(finished.stderr, "");
+}
+
+#[test]
+fn send_keep_open_does_not_half_close_and_its_timeout_says_why_that_may_matter() {
+    // An eof-framing server waits for a half-close that `--keep-open`
+    // never sends, so the reply never comes.
+    let server = TestServer::start(quick_config(Framing::Eof));
+    let addr = server.addr.to_string();
+    let finished = run(
+        revecho_with([
+            "send",
+            "--connect",
+            &addr,
+            "--keep-open",
+            "--trace",
+            "--timeout",
+            "300ms",
+            "hello",
+        ]),
+        b"",
+    );
+    assert_eq!(finished.status.code(), Some(1), "stderr:\n{}", finished.stderr);
+    assert_eq!(finished.stdout, b"");
     let lines = finished.stderr_lines();
     assert!(
-        lines.iter().any(|line| line.starts_with("shutdown(SHUT_WR)")),
-        "--trace should narrate the half-close:\n{}",
+        !lines.iter().any(|line| line.starts_with("shutdown(")),
+        "--keep-open sent a shutdown:\n{}",
         finished.stderr
     );
     assert_eq!(
-        lines.last().copied(),
-        Some("recv() returned 0 bytes: the server closed the connection")
+        lines.last().copied().unwrap_or_default(),
+        format!(
+            "error: no reply from {addr} within 300ms; the server may be waiting for the end of \
+             the message, which eof and line framing need (try without --keep-open)"
+        )
     );
+    assert!(
+        finished.elapsed >= Duration::from_millis(300),
+        "gave up early: {:?}",
+        finished.elapsed
+    );
+}
+
+#[test]
+fn send_keep_open_still_works_against_a_burst_server() {
+    let server = TestServer::start(common::config());
+    let finished = run(
+        revecho_with([
+            "send",
+            "--connect",
+            &server.addr.to_string(),
+            "--keep-open",
+            "Hello, world!",
+        ]),
+        b"",
+    );
+    assert_eq!(finished.status.code(), Some(0), "stderr:\n{}", finished.stderr);
+    assert_eq!(finished.stdout, REPLY);
 }
 
 #[test]
@@ -283,19 +371,47 @@ fn send_trace_narrates_each_socket_call_like_the_seed_session() {
         "the narration goes to stderr, not into the reply"
     );
     let lines = finished.stderr_lines();
-    assert_eq!(lines.len(), 4, "one line per step:\n{}", finished.stderr);
+    assert_eq!(lines.len(), 5, "one line per step:\n{}", finished.stderr);
     let connected = format!("connected to {addr} from 127.0.0.1:");
     assert!(
         lines[0].starts_with(&connected),
         "{:?} should start with {connected:?}",
         lines[0]
     );
-    // The seed's steps 5, 9 and 10: send returns 13, recv gives 13 bytes, then 0.
+    // The seed's steps 5, 9 and 10: send returns 13, recv gives 13 bytes,
+    // then 0; between them, the half-close.
     assert_eq!(lines[1], "send(13 bytes) returned 13");
-    assert_eq!(lines[2], "recv() returned 13 bytes");
+    assert_eq!(lines[2], "shutdown(SHUT_WR): the server will read end of stream");
+    assert_eq!(lines[3], "recv() returned 13 bytes");
     assert_eq!(
-        lines[3],
+        lines[4],
         "recv() returned 0 bytes: the server closed the connection"
+    );
+}
+
+#[test]
+fn send_trace_says_1_byte_not_1_bytes() {
+    let server = TestServer::start(common::config());
+    let finished = run(
+        revecho_with(["send", "--trace", "--connect", &server.addr.to_string(), "x"]),
+        b"",
+    );
+    assert_eq!(finished.status.code(), Some(0), "stderr:\n{}", finished.stderr);
+    let lines = finished.stderr_lines();
+    assert!(
+        lines.contains(&"send(1 byte) returned 1"),
+        "stderr:\n{}",
+        finished.stderr
+    );
+    assert!(
+        lines.contains(&"recv() returned 1 byte"),
+        "stderr:\n{}",
+        finished.stderr
+    );
+    assert!(
+        !finished.stderr.contains("1 bytes"),
+        "stderr:\n{}",
+        finished.stderr
     );
 }
 
@@ -317,30 +433,6 @@ fn send_to_a_closed_port_is_one_error_line_and_exit_1() {
 }
 
 #[test]
-fn send_gives_up_after_its_timeout_when_no_reply_comes() {
-    // An eof-framing server waits for a half-close that this client never
-    // sends, so the reply never comes.
-    let server = TestServer::start(quick_config(Framing::Eof));
-    let addr = server.addr.to_string();
-    let finished = run(
-        revecho_with(["send", "--connect", &addr, "--timeout", "300ms", "hello"]),
-        b"",
-    );
-    assert_eq!(finished.status.code(), Some(1), "stderr:\n{}", finished.stderr);
-    assert_eq!(finished.stdout, b"");
-    assert_eq!(
-        finished.stderr_lines(),
-        [format!("error: no complete reply from {addr} within 300ms")]
-    );
-    assert!(
-        finished.elapsed >= Duration::from_millis(300),
-        "gave up early: {:?}",
-        finished.elapsed
-    );
-    assert!(finished.elapsed < PATIENCE, "took {:?}", finished.elapsed);
-}
-
-#[test]
 fn send_to_an_unresolvable_host_is_one_error_line_and_exit_1() {
     let finished = run(
         revecho_with(["send", "--connect", "nosuch.invalid:7342", "hi"]),
@@ -354,6 +446,299 @@ fn send_to_an_unresolvable_host_is_one_error_line_and_exit_1() {
         "{:?}",
         lines[0]
     );
+}
+
+// ---------------------------------------------------------------------------
+// `revecho send`: judging the reply (exit 3), against a scripted server
+// ---------------------------------------------------------------------------
+
+/// What the scripted server reads before it answers.
+#[derive(Clone, Copy)]
+enum ReadUntil {
+    /// To end of stream: `send` half-closes by default.
+    EndOfStream,
+    /// To the first `\n`, as a line server does; the rest stays unread.
+    Newline,
+}
+
+/// How the scripted server ends the connection after its reply bytes.
+#[derive(Clone, Copy)]
+enum Then {
+    /// A normal close: `shutdown` and drop, end of stream for the client.
+    Close,
+    /// A reset: SO_LINGER 0, then drop.
+    Reset,
+    /// Nothing: hold the connection open until the test is over.
+    Hold,
+}
+
+/// A one-connection server on a thread that answers exactly as told. A real
+/// server's outcome in these cases depends on timing; this one's does not.
+struct ScriptedServer {
+    addr: SocketAddr,
+    /// Dropped to let a holding server go.
+    release: Option<mpsc::Sender<()>>,
+    /// Returns what the server read.
+    thread: Option<thread::JoinHandle<Vec<u8>>>,
+}
+
+impl ScriptedServer {
+    fn start(read_until: ReadUntil, reply: Vec<u8>, then: Then) -> ScriptedServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let (release, released) = mpsc::channel::<()>();
+        let thread = thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            stream.set_read_timeout(Some(PATIENCE)).expect("read timeout");
+            let mut received = Vec::new();
+            let mut buffer = [0u8; 64 * 1024];
+            loop {
+                let n = stream.read(&mut buffer).expect("read the message");
+                received.extend_from_slice(&buffer[..n]);
+                let done = match read_until {
+                    ReadUntil::EndOfStream => n == 0,
+                    ReadUntil::Newline => n == 0 || buffer[..n].contains(&b'\n'),
+                };
+                if done {
+                    break;
+                }
+            }
+            stream.write_all(&reply).expect("write the scripted reply");
+            match then {
+                Then::Close => {
+                    let _ = stream.shutdown(std::net::Shutdown::Write);
+                }
+                Then::Reset => {
+                    socket2::SockRef::from(&stream)
+                        .set_linger(Some(Duration::ZERO))
+                        .expect("SO_LINGER 0");
+                }
+                Then::Hold => {
+                    // Until the test drops its end of the channel.
+                    let _ = released.recv_timeout(PATIENCE);
+                }
+            }
+            drop(stream);
+            received
+        });
+        ScriptedServer {
+            addr,
+            release: Some(release),
+            thread: Some(thread),
+        }
+    }
+
+    /// Lets the server go and returns what it read.
+    fn finish(mut self) -> Vec<u8> {
+        self.release.take();
+        self.thread
+            .take()
+            .expect("not finished yet")
+            .join()
+            .expect("scripted server panicked")
+    }
+}
+
+impl Drop for ScriptedServer {
+    fn drop(&mut self) {
+        self.release.take();
+    }
+}
+
+/// Runs `revecho send --connect ADDR EXTRA...` with `message` on stdin.
+fn send_to(addr: SocketAddr, extra: &[&str], message: &[u8]) -> Finished {
+    let mut command = revecho_with(["send", "--connect", &addr.to_string()]);
+    command.args(extra);
+    run(command, message)
+}
+
+/// `finished` exited with `code` and printed exactly `line` on stderr.
+fn assert_exit_with_line(finished: &Finished, code: i32, line: &str) {
+    assert_eq!(finished.status.code(), Some(code), "stderr:\n{}", finished.stderr);
+    assert_eq!(finished.stderr_lines(), [line], "stderr:\n{}", finished.stderr);
+}
+
+#[test]
+fn send_exits_3_when_the_server_closes_without_a_reply() {
+    // A real server refusing the message for being over its --max-message.
+    let server = TestServer::start(Config {
+        max_message: 4,
+        ..quick_config(Framing::Burst)
+    });
+    let finished = send_to(server.addr, &[], HELLO);
+    assert_exit_with_line(
+        &finished,
+        3,
+        "error: the server closed without a reply \
+         (see its log: over --max-message, a per-address limit, a timeout)",
+    );
+    assert_eq!(finished.stdout, b"");
+}
+
+#[test]
+fn send_exits_3_for_a_reply_to_part_of_the_message_and_prints_that_part() {
+    let message: Vec<u8> = (0..=255u8).cycle().take(204_800).collect();
+    let part = reversed(&message[..16_384]);
+    let server = ScriptedServer::start(ReadUntil::EndOfStream, part.clone(), Then::Close);
+    let finished = send_to(server.addr, &[], &message);
+    assert_exit_with_line(
+        &finished,
+        3,
+        "error: the reply covers the first 16384 of 204800 bytes \
+         (burst framing takes what has arrived; try the server's --framing eof)",
+    );
+    assert!(finished.stdout == part, "the bytes that came back go to stdout");
+    assert!(server.finish() == message, "the server got the whole message");
+}
+
+#[test]
+fn send_exits_3_when_the_connection_is_reset_partway_through_the_reply() {
+    let part = reversed(&HELLO[..5]);
+    let server = ScriptedServer::start(ReadUntil::EndOfStream, part.clone(), Then::Reset);
+    let finished = send_to(server.addr, &[], HELLO);
+    assert_exit_with_line(
+        &finished,
+        3,
+        "error: the connection was reset after 5 reply bytes",
+    );
+    assert_eq!(finished.stdout, part);
+    server.finish();
+}
+
+#[test]
+fn send_exits_3_when_the_connection_is_reset_before_any_reply() {
+    let server = ScriptedServer::start(ReadUntil::EndOfStream, Vec::new(), Then::Reset);
+    let finished = send_to(server.addr, &[], HELLO);
+    assert_exit_with_line(
+        &finished,
+        3,
+        "error: the connection was reset before any reply \
+         (see its log: over --max-message, a per-address limit, a timeout)",
+    );
+    assert_eq!(finished.stdout, b"");
+    server.finish();
+}
+
+#[test]
+fn send_exits_3_when_it_times_out_after_some_reply_bytes() {
+    let part = reversed(&HELLO[..1]);
+    let server = ScriptedServer::start(ReadUntil::EndOfStream, part.clone(), Then::Hold);
+    let addr = server.addr;
+    let finished = send_to(addr, &["--timeout", "300ms"], HELLO);
+    assert_exit_with_line(
+        &finished,
+        3,
+        &format!("error: timed out after 1 reply byte from {addr} within 300ms"),
+    );
+    assert_eq!(finished.stdout, part);
+    assert!(
+        finished.elapsed >= Duration::from_millis(300),
+        "gave up early: {:?}",
+        finished.elapsed
+    );
+    server.finish();
+}
+
+#[test]
+fn send_exits_1_when_it_times_out_before_any_reply_byte() {
+    let server = ScriptedServer::start(ReadUntil::EndOfStream, Vec::new(), Then::Hold);
+    let addr = server.addr;
+    let finished = send_to(addr, &["--timeout", "300ms"], HELLO);
+    // Nothing came back, so there is nothing to judge.
+    assert_exit_with_line(&finished, 1, &format!("error: no reply from {addr} within 300ms"));
+    assert_eq!(finished.stdout, b"");
+    server.finish();
+}
+
+#[test]
+fn send_exits_3_for_bytes_that_are_not_a_reversal() {
+    let server = ScriptedServer::start(ReadUntil::EndOfStream, HELLO.to_vec(), Then::Close);
+    let addr = server.addr;
+    let finished = send_to(addr, &[], HELLO);
+    assert_exit_with_line(
+        &finished,
+        3,
+        &format!(
+            "error: the reply is not the message reversed (13 bytes back, 13 bytes sent); \
+             is {addr} a revecho server?"
+        ),
+    );
+    assert_eq!(finished.stdout, HELLO, "an echo, printed as it came");
+    server.finish();
+}
+
+#[test]
+fn send_judges_a_line_reply_that_comes_before_the_rest_of_the_message_is_sent() {
+    // A line server answers the first line and resets a client that is
+    // still sending: far more than the loopback buffers hold is still to
+    // go, so one of `send`'s writes fails. It must stop sending, read the
+    // reply, and find it whole.
+    let mut message = b"Hello, world!\n".to_vec();
+    message.resize(64 * 1024 * 1024, b'x');
+    let server = ScriptedServer::start(ReadUntil::Newline, b"!dlrow ,olleH\n".to_vec(), Then::Reset);
+    let finished = send_to(server.addr, &["--trace"], &message);
+    assert_eq!(finished.status.code(), Some(0), "stderr:\n{}", finished.stderr);
+    assert_eq!(finished.stdout, b"!dlrow ,olleH\n");
+    assert!(
+        finished
+            .stderr_lines()
+            .iter()
+            .any(|line| line.contains(") failed: ") && line.ends_with("; reading what the server sent")),
+        "the write should have failed:\n{}",
+        finished.stderr
+    );
+    server.finish();
+}
+
+#[test]
+fn send_starts_its_timeout_at_connect_after_the_message_is_read() {
+    // A person typing at a terminal: standard input stays open for longer
+    // than --timeout before the message ends.
+    let server = TestServer::start(common::config());
+    let mut child = KillOnDrop(
+        revecho_with([
+            "send",
+            "--connect",
+            &server.addr.to_string(),
+            "--timeout",
+            "200ms",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn revecho send"),
+    );
+    let mut stdin = child.0.stdin.take().expect("stdin");
+    stdin.write_all(b"Hello, ").expect("first half");
+    // Not a synchronization: the point is that more than the timeout
+    // passes while standard input is still open.
+    let still_reading = child
+        .0
+        .wait_timeout(Duration::from_millis(600))
+        .expect("wait for revecho send");
+    assert!(still_reading.is_none(), "send ended before its input did");
+    stdin.write_all(b"world!").expect("second half");
+    drop(stdin);
+    let status = child.0.wait_timeout(PATIENCE).expect("wait").expect("send hung");
+    let mut stdout = Vec::new();
+    let mut stderr = String::new();
+    child
+        .0
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_end(&mut stdout)
+        .expect("stdout");
+    child
+        .0
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("stderr");
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+    assert_eq!(stdout, REPLY);
 }
 
 // ---------------------------------------------------------------------------
@@ -474,8 +859,33 @@ fn usage_errors_exit_2_with_clap_message() {
             "invalid value 'words' for '--framing <FRAMING>'",
         ),
         (
+            &["-l", "127.0.0.1:0", "--max-message", "0"],
+            "invalid value '0' for '--max-message <SIZE>': must be at least 1 byte",
+        ),
+        (
             &["-l", "127.0.0.1:0", "-v", "-q"],
-            "cannot be used with '--quiet'",
+            "error: the argument '--verbose' cannot be used with '--quiet'",
+        ),
+        // Malformed addresses: no port, a port out of range, an empty entry.
+        (
+            &["-l", "127.0.0.1"],
+            "invalid value '127.0.0.1' for '--listen <ADDR>': no port; expected host:port",
+        ),
+        (
+            &["-l", "127.0.0.1:99999"],
+            "invalid value '127.0.0.1:99999' for '--listen <ADDR>': the port 99999 is out of range",
+        ),
+        (
+            &["-l", "127.0.0.1:0,"],
+            "invalid value '' for '--listen <ADDR>': an empty address; expected host:port",
+        ),
+        (
+            &["send", "--connect", "localhost", "x"],
+            "invalid value 'localhost' for '--connect <ADDR>': no port; expected host:port",
+        ),
+        (
+            &["send", "--connect", "127.0.0.1:99999", "x"],
+            "invalid value '127.0.0.1:99999' for '--connect <ADDR>': the port 99999 is out of range",
         ),
         (
             &["-l", "127.0.0.1:0", "--bogus"],
@@ -493,6 +903,10 @@ fn usage_errors_exit_2_with_clap_message() {
         (
             &["send", "--timeout", "soon", "x"],
             "invalid value 'soon' for '--timeout <DURATION>'",
+        ),
+        (
+            &["send", "--keep-open", "--half-close", "x"],
+            "the argument '--keep-open' cannot be used with '--half-close'",
         ),
     ];
     for (args, expected) in cases {
@@ -519,18 +933,92 @@ fn usage_errors_exit_2_with_clap_message() {
             "{args:?}: not clap's message:\n{}",
             finished.stderr
         );
+        assert!(
+            !finished.stderr.contains("--verbose..."),
+            "{args:?}: names the counted flag oddly:\n{}",
+            finished.stderr
+        );
+    }
+}
+
+#[test]
+fn an_empty_entry_in_the_listen_variable_is_a_usage_error() {
+    let mut command = revecho();
+    command.env("REVECHO_LISTEN", ",,");
+    let finished = run(command, b"");
+    assert_eq!(finished.status.code(), Some(2), "stderr:\n{}", finished.stderr);
+    assert_eq!(finished.stdout, b"", "it must fail before listening");
+    assert!(
+        finished.stderr.starts_with(
+            "error: invalid value '' for '--listen <ADDR>': an empty address; expected host:port"
+        ),
+        "stderr:\n{}",
+        finished.stderr
+    );
+}
+
+#[test]
+fn bare_and_bracketed_ipv6_listen_addresses_are_well_formed() {
+    // Where ::1 cannot be bound it is skipped with a warning, and
+    // 127.0.0.1:0 still listens: either way, not a usage error.
+    for ipv6 in ["[::1]:0", "::1:0"] {
+        let command = revecho_with(["-l", "127.0.0.1:0", "-l", ipv6]);
+        let server = RunningBinary::start(command, 1);
+        assert_eq!(exchange(server.addr(), HELLO, false), REPLY, "with -l {ipv6}");
+    }
+}
+
+#[test]
+fn bare_and_bracketed_ipv6_connect_addresses_are_well_formed() {
+    // A closed port: with or without IPv6 here, connecting fails (exit 1),
+    // which shows the address got past the command line.
+    let port = closed_port().port();
+    for ipv6 in [format!("[::1]:{port}"), format!("::1:{port}")] {
+        let finished = run(revecho_with(["send", "--connect", &ipv6, "hi"]), b"");
+        assert_eq!(
+            finished.status.code(),
+            Some(1),
+            "{ipv6}: stderr:\n{}",
+            finished.stderr
+        );
+        assert!(
+            finished
+                .stderr
+                .starts_with(&format!("error: cannot connect to {ipv6}: ")),
+            "{ipv6}: stderr:\n{}",
+            finished.stderr
+        );
     }
 }
 
 #[test]
 fn version_prints_name_and_version() {
-    let finished = run(revecho_with(["--version"]), b"");
-    assert_eq!(finished.status.code(), Some(0));
-    assert_eq!(
-        finished.stdout_text(),
-        format!("revecho {}\n", env!("CARGO_PKG_VERSION"))
+    for args in [&["--version"][..], &["send", "--version"][..]] {
+        let finished = run(revecho_with(args), b"");
+        assert_eq!(
+            finished.status.code(),
+            Some(0),
+            "{args:?}: stderr:\n{}",
+            finished.stderr
+        );
+        assert_eq!(
+            finished.stdout_text(),
+            format!("revecho {}\n", env!("CARGO_PKG_VERSION")),
+            "{args:?}"
+        );
+        assert_eq!(finished.stderr, "", "{args:?}");
+    }
+}
+
+#[test]
+fn help_gives_the_real_default_log_filter() {
+    let finished = run(revecho_with(["--help"]), b"");
+    assert_eq!(finished.status.code(), Some(0), "stderr:\n{}", finished.stderr);
+    let help = finished.stdout_text();
+    assert!(
+        help.contains("RUST_LOG is used (default: warn,revecho=info)"),
+        "--help:\n{help}"
     );
-    assert_eq!(finished.stderr, "");
 }
 
 /// The lines of `help` that describe `flag`: from its header line to the next one.
@@ -602,8 +1090,12 @@ fn send_help_documents_its_options_and_defaults() {
         "--timeout",
         "[default: 10s]",
         "--half-close",
+        "--keep-open",
         "--trace",
         "[MESSAGE]",
+        "send shuts down its write side (a half-close)",
+        "Exit status: 0 the whole reply; 1 cannot connect, or no reply byte before the timeout; \
+         2 a usage error; 3 a reply that is not whole",
     ] {
         assert!(help.contains(expected), "send --help lacks {expected:?}:\n{help}");
     }

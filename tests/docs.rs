@@ -36,7 +36,9 @@
 //!   whole message in one write, so on loopback it arrives as one segment,
 //!   and the server's `--read-chunk` alone decides how it is split; the
 //!   server's writes all fit in the kernel at once. Those transcripts are
-//!   compared exactly.
+//!   compared exactly. The client in the server-side scenarios runs with
+//!   `--keep-open`, as the seed's did: a half-close could arrive with the
+//!   message or after it, and the server's log would depend on which.
 //! - One race is real and the walkthrough explains it: after the reply the
 //!   server's first lingering read can come before or after the client's
 //!   close reaches it. Before, that read says `would block (lingering)` and
@@ -72,8 +74,8 @@ fn the_seed_exchange_at_debug_level_matches_the_walkthrough() {
     let run = Scenario {
         server_command: "$ revecho -v",
         server_args: &["-v"],
-        client_command: "$ revecho send \"Hello, world!\"",
-        client_args: &["Hello, world!"],
+        client_command: "$ revecho send --keep-open \"Hello, world!\"",
+        client_args: &["--keep-open", "Hello, world!"],
         client_stdin: None,
     }
     .run(&blocks["seed-server"], &blocks["seed-client"]);
@@ -103,8 +105,8 @@ fn a_message_in_several_reads_and_a_reply_in_several_writes_match_the_walkthroug
             "--write-chunk",
             "3",
         ],
-        client_command: "$ printf 'Hello, world!\\n' | revecho send",
-        client_args: &[],
+        client_command: "$ printf 'Hello, world!\\n' | revecho send --keep-open",
+        client_args: &["--keep-open"],
         client_stdin: Some(b"Hello, world!\n"),
     }
     .run(&blocks["chunks-server"], &blocks["chunks-client"]);

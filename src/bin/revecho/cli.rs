@@ -6,14 +6,22 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::error::ErrorKind;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use revecho::{Config, Framing};
 
 const AFTER_HELP: &str = "\
 SIZE values take a unit: KiB, MiB, GiB are binary (64KiB = 65536 bytes); k, KB, MB are decimal (1MB = 1000000 bytes); a bare number is bytes.
 DURATION values are like 30s, 500ms, 2m, 1h 30m.
 
-Log level: -v, -vv and -q set revecho's own level; without them RUST_LOG is used (default: info).";
+Log level: -v, -vv and -q set revecho's own level; without them RUST_LOG is used (default: warn,revecho=info).";
+
+const SEND_AFTER_HELP: &str = "\
+After the message, send shuts down its write side (a half-close): eof framing waits for it, line framing takes it as the end of a line without a newline. --keep-open leaves it open, as the seed's client did.
+
+The reply is checked against the message: the message reversed, or, for a message with a newline, its first line's reply (line framing). A palindrome cannot be told from an echo.
+
+Exit status: 0 the whole reply; 1 cannot connect, or no reply byte before the timeout; 2 a usage error; 3 a reply that is not whole (no reply, part of one, a reset, a timeout after some reply bytes, not a reversal), explained in one line on stderr. The bytes that came back are printed either way.";
 
 /// A TCP server that replies with the bytes it received, reversed, then closes.
 #[derive(Debug, Parser)]
@@ -44,15 +52,38 @@ impl Cli {
         if subcommand_first {
             command = command.mut_args(|arg| arg.env(None));
         }
-        let matches = command.get_matches();
+        let matches = command.get_matches_mut();
+        if let Some(conflict) = verbose_with_quiet(&matches) {
+            command.error(ErrorKind::ArgumentConflict, conflict).exit();
+        }
         Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
     }
+}
+
+/// `-v` with `-q` is a usage error. clap's own conflict check would name
+/// the counted flag `--verbose...`, so the check is made here, in words a
+/// person would use.
+fn verbose_with_quiet(matches: &ArgMatches) -> Option<&'static str> {
+    let verbose = matches
+        .try_get_one::<u8>("verbose")
+        .ok()
+        .flatten()
+        .copied()
+        .unwrap_or(0);
+    let quiet = matches
+        .try_get_one::<bool>("quiet")
+        .ok()
+        .flatten()
+        .copied()
+        .unwrap_or(false);
+    (verbose > 0 && quiet).then_some("the argument '--verbose' cannot be used with '--quiet'")
 }
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Send a message to a revecho server and print the reply.
+    #[command(version, display_name = "revecho", after_help = SEND_AFTER_HELP)]
     Send(SendArgs),
 }
 
@@ -82,15 +113,15 @@ impl From<FramingArg> for Framing {
 pub struct ServerArgs {
     /// Address to listen on, host:port; repeat or separate with commas for more. A host name binds every address it resolves to
     #[arg(short, long = "listen", value_name = "ADDR", env = "REVECHO_LISTEN", value_delimiter = ',',
-          default_value = Config::DEFAULT_LISTEN)]
+          default_value = Config::DEFAULT_LISTEN, value_parser = parse_host_port)]
     pub listen: Vec<String>,
 
     /// What counts as one message
     #[arg(long, value_enum, env = "REVECHO_FRAMING", default_value = "burst")]
     pub framing: FramingArg,
 
-    /// Most bytes one message may have (a line's terminator counts); more gets no reply
-    #[arg(long, value_name = "SIZE", env = "REVECHO_MAX_MESSAGE", default_value = "1MiB", value_parser = parse_size)]
+    /// Most bytes one message may have (a line's terminator counts); more gets no reply; 0 is rejected
+    #[arg(long, value_name = "SIZE", env = "REVECHO_MAX_MESSAGE", default_value = "1MiB", value_parser = parse_nonzero_size)]
     pub max_message: usize,
 
     /// Bytes asked for per read call (the seed used 1024); 0 is rejected, as a 0-byte read looks like end of stream
@@ -127,7 +158,7 @@ pub struct ServerArgs {
     pub shutdown_grace: Duration,
 
     /// More log detail: -v shows every readiness event and state change, -vv every read and write
-    #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
     /// Only warnings and errors
@@ -160,15 +191,19 @@ impl ServerArgs {
 #[derive(Debug, Args)]
 pub struct SendArgs {
     /// Server address, host:port
-    #[arg(short, long, value_name = "ADDR", default_value = Config::DEFAULT_LISTEN)]
+    #[arg(short, long, value_name = "ADDR", default_value = Config::DEFAULT_LISTEN, value_parser = parse_host_port)]
     pub connect: String,
 
-    /// Give up if the reply has not ended within this time; 0 waits without limit
+    /// Give up if the reply has not ended within this time, counted from the connect; 0 waits without limit
     #[arg(short, long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
 
-    /// Shut down the write side after sending (eof framing waits for it)
+    /// Do not shut down the write side after sending, as the seed's client did (eof framing then never replies)
     #[arg(long)]
+    pub keep_open: bool,
+
+    /// Shut down the write side after sending: the default, accepted so older scripts keep working
+    #[arg(long, conflicts_with = "keep_open")]
     pub half_close: bool,
 
     /// Narrate each socket call on stderr, like the seed session's REPL
@@ -193,6 +228,55 @@ fn parse_nonzero_size(text: &str) -> Result<usize, String> {
         0 => Err("must be at least 1 byte".into()),
         bytes => Ok(bytes),
     }
+}
+
+/// Checks that `text` has the shape `host:port`, and returns it unchanged:
+/// resolving it is left to whoever uses it, since a well-formed name that
+/// does not resolve is a run-time error, not a usage error. The port follows
+/// the last colon, so a bare IPv6 address works (`::1:0`), as does the
+/// bracketed form (`[::1]:0`).
+fn parse_host_port(text: &str) -> Result<String, String> {
+    const EXPECTED: &str = "expected host:port, as in 127.0.0.1:7342 or [::1]:7342";
+    let (host, port) = match text.strip_prefix('[') {
+        Some(bracketed) => match bracketed.split_once("]") {
+            Some((host, "")) => (host, None),
+            Some((host, after)) => (host, Some(after.strip_prefix(':').unwrap_or(after))),
+            None => (bracketed, None),
+        },
+        None => match text.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (text, None),
+        },
+    };
+    let complaint = if text.is_empty() {
+        "an empty address".to_string()
+    } else if host.is_empty() {
+        "no host".to_string()
+    } else if let Some(port) = port.filter(|port| !port.is_empty()) {
+        if !port.bytes().all(|byte| byte.is_ascii_digit()) {
+            format!("the port {port:?} is not a number")
+        } else if port.parse::<u16>().is_err() {
+            format!("the port {port} is out of range (0 to 65535)")
+        } else if text.starts_with('[') || host.contains(':') {
+            // Colons in the host are only an IPv6 address's: std parses
+            // exactly that, with or without brackets, scope included.
+            let bracketed = format!("[{host}]:{port}");
+            match bracketed.parse::<std::net::SocketAddrV6>() {
+                Ok(_) if text.starts_with('[') && text != bracketed => format!("{text:?} is not [host]:port"),
+                Ok(_) => return Ok(text.to_string()),
+                // `::1` splits into `:` and `1`: an IPv6 address with no port.
+                Err(_) if text.parse::<std::net::Ipv6Addr>().is_ok() => "no port".to_string(),
+                Err(_) => format!("{host} is not an IPv6 address"),
+            }
+        } else if host.contains(['[', ']']) {
+            format!("{host} is not a host name or IP address")
+        } else {
+            return Ok(text.to_string());
+        }
+    } else {
+        "no port".to_string()
+    };
+    Err(format!("{complaint}; {EXPECTED}"))
 }
 
 fn parse_write_chunk(text: &str) -> Result<WriteChunk, String> {
@@ -241,6 +325,47 @@ mod tests {
         assert_eq!(parse_size("1000"), Ok(1_000));
         assert!(parse_size("banana").is_err());
         assert!(parse_nonzero_size("0").is_err());
+    }
+
+    #[test]
+    fn well_formed_addresses_are_accepted_unchanged() {
+        for address in [
+            "127.0.0.1:7342",
+            "localhost:0",
+            "nosuch.invalid:7342",
+            "[::1]:0",
+            "::1:0",
+            "[fe80::1%2]:80",
+            "127.0.0.1:65535",
+        ] {
+            assert_eq!(parse_host_port(address).as_deref(), Ok(address));
+        }
+    }
+
+    #[test]
+    fn malformed_addresses_say_what_is_wrong() {
+        for (address, complaint) in [
+            ("", "an empty address"),
+            ("127.0.0.1", "no port"),
+            ("localhost", "no port"),
+            ("127.0.0.1:", "no port"),
+            (":7342", "no host"),
+            ("[]:7342", "no host"),
+            ("127.0.0.1:http", "the port \"http\" is not a number"),
+            ("127.0.0.1:-1", "is not a number"),
+            ("127.0.0.1:99999", "the port 99999 is out of range"),
+            ("[::1]", "no port"),
+            ("[::1]:", "no port"),
+            ("[::1]80", "is not [host]:port"),
+            ("::1", "no port"),
+            ("fe80::x:80", "fe80::x is not an IPv6 address"),
+            ("[localhost]:80", "localhost is not an IPv6 address"),
+            ("a]b:80", "is not a host name or IP address"),
+        ] {
+            let error = parse_host_port(address).expect_err(address);
+            assert!(error.contains(complaint), "{address:?}: {error}");
+            assert!(error.contains("host:port"), "{address:?}: {error}");
+        }
     }
 
     #[test]
