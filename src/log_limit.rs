@@ -24,7 +24,7 @@ use log::Level;
 /// Lines allowed per window, per kind.
 const BURST: u32 = 5;
 /// The window.
-const WINDOW: Duration = Duration::from_secs(10);
+pub(crate) const WINDOW: Duration = Duration::from_secs(10);
 
 /// Allows `burst` lines per `window`, then counts the rest.
 #[derive(Debug)]

@@ -481,3 +481,26 @@ fn describe_event(event: &Event) -> String {
         names.join(" | ")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log_limit::WINDOW;
+
+    #[test]
+    fn a_pending_suppression_report_bounds_the_poll_timeout() {
+        let mut server = Server::bind(Config {
+            listen: vec!["127.0.0.1:0".into()],
+            ..Config::default()
+        })
+        .expect("bind");
+        let now = Instant::now();
+        assert_eq!(server.poll_timeout(now), None, "idle: sleep until an event");
+        // A flood of one kind of line: past the burst, lines are suppressed,
+        // and their report must be written even if the server goes idle.
+        while server.lines.per_ip_limit.allow(now) {}
+        assert_eq!(server.poll_timeout(now), Some(WINDOW));
+        server.lines.report_due(now + WINDOW);
+        assert_eq!(server.poll_timeout(now), None, "reported: nothing pending");
+    }
+}
