@@ -100,8 +100,9 @@ impl LogLimiter {
         let suppressed = std::mem::take(&mut self.suppressed);
         log::log!(
             self.level,
-            "{suppressed} more \"{}\" lines suppressed in {}",
+            "{suppressed} more \"{}\" lines suppressed (at most {} per {})",
             self.what,
+            self.burst,
             humantime::format_duration(self.window)
         );
         Some(suppressed)

@@ -429,7 +429,7 @@ impl Server {
             self.stats.per_ip_refused();
             if self.lines.per_ip_limit.allow(now) {
                 warn!(
-                    "{name}: closed at once: {group} already holds {} connections (--max-connections-per-ip)",
+                    "{name}: closed at once: {group} is already at the per-ip limit ({})",
                     self.config.max_connections_per_ip
                 );
             } else {

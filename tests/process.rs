@@ -679,14 +679,17 @@ fn a_per_ip_flood_is_refused_counted_and_warned_about_a_few_times() {
     let summary = server.wait_for_log("summary:");
     assert_eq!(exit_code(&mut server), 0);
     assert_eq!(counter(&summary, "per_ip_limit"), FLOOD as u64, "{summary}");
-    let warnings = log_count(&server, "(--max-connections-per-ip)");
+    let warnings = log_count(&server, "is already at the per-ip limit (1)");
     if started.elapsed() < Duration::from_secs(10) {
         // One window: 5 warnings, and the rest reported at exit in one line.
         assert_eq!(warnings, 5, "{}", server.stderr());
         assert_eq!(
             log_count(
                 &server,
-                &format!("{} more \"per-ip limit\" lines suppressed", FLOOD - 5)
+                &format!(
+                    "{} more \"per-ip limit\" lines suppressed (at most 5 per 10s)",
+                    FLOOD - 5
+                )
             ),
             1,
             "{}",
