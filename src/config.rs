@@ -168,3 +168,26 @@ impl Default for Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid() {
+        assert_eq!(Config::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn max_connections_plus_backlog_must_fit_the_token_space() {
+        let fits = Config {
+            max_connections: crate::token::MAX_CONNECTIONS - 16,
+            backlog: 16,
+            ..Config::default()
+        };
+        assert_eq!(fits.validate(), Ok(()));
+        let too_many = Config { backlog: 17, ..fits };
+        let error = too_many.validate().expect_err("one past the token space");
+        assert!(error.contains("plus backlog (17) must be at most"), "{error}");
+    }
+}

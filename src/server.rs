@@ -97,7 +97,9 @@ impl std::fmt::Debug for Server {
 }
 
 /// What every input to a connection needs besides the connection itself.
-/// Built in this one place so that the loop's turns and timers agree.
+/// Built in this one place so that the loop's turns and timers agree. It
+/// takes the fields it borrows rather than `&self`, so that a client in
+/// `connections` can be borrowed mutably beside it.
 fn context<'a>(config: &'a Config, stats: &'a Stats, now: Instant) -> Context<'a> {
     Context { config, stats, now }
 }

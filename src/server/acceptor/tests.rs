@@ -205,6 +205,22 @@ fn the_limit_warning_is_spent_only_when_a_client_waits() {
 }
 
 #[test]
+fn the_limit_warning_is_given_once_per_episode_when_a_client_waits() {
+    let now = Instant::now();
+    let mut lines = ClientLines::new();
+    let mut acceptor = acceptor(vec![FakeListener::with_clients(1, &["a", "b", "c"])]);
+    let mut table = Table::new(2);
+    acceptor.on_listener_ready(0, now, &mut lines);
+    table.step(&mut acceptor, now, &mut lines);
+    // Three more clients arrive while the table is full: one warning.
+    for _ in 0..3 {
+        acceptor.on_listener_ready(0, now, &mut lines);
+    }
+    let budget_left = (0..100).filter(|_| lines.connection_limit.allow(now)).count();
+    assert_eq!(budget_left, 4, "exactly one warning was logged");
+}
+
+#[test]
 fn each_step_starts_at_the_next_listener_so_none_starves() {
     let now = Instant::now();
     let mut lines = ClientLines::new();
