@@ -38,6 +38,16 @@
 //! can script one) and framing's `scan` and `into_reply`. It is not part of
 //! the supported API and may change with any release.
 //!
+//! ```compile_fail
+//! // The modules themselves are private:
+//! use revecho::connection::Connection;
+//! ```
+//!
+//! ```
+//! // The deliberate way in, for a benchmark or a fuzz target:
+//! use revecho::internals::{Connection, Transport, scan};
+//! ```
+//!
 //! - `config`: [`Config`] and [`Framing`], the settings.
 //! - `server`: [`Server`], the readiness loop: poll, dispatch events,
 //!   resume yielded connections, fire timers, accept. Beside it,
