@@ -202,7 +202,6 @@ impl Server {
         if exit != Exit::Finished {
             self.cut_off_all();
         }
-        self.lines.report_all();
         self.log_summary();
         Ok(exit)
     }
@@ -458,7 +457,10 @@ impl Server {
         debug!("{name}: accepted");
     }
 
-    fn log_summary(&self) {
+    /// Writes the reports of suppressed lines still pending (they would be
+    /// lost otherwise), then the summary.
+    fn log_summary(&mut self) {
+        self.lines.report_all();
         info!("summary: {}", self.stats.snapshot());
     }
 }
