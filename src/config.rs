@@ -66,6 +66,11 @@ pub struct Config {
     /// Connections held open at once, lingering ones included. At the limit
     /// the server stops accepting and new clients wait in the kernel backlog.
     pub max_connections: usize,
+    /// Connections one client address may hold at once (IPv4: per address;
+    /// IPv6: per /64). A connection over it is closed at once, without a
+    /// reply. 0: no limit, the right choice behind a load balancer or proxy,
+    /// where every connection comes from one address.
+    pub max_connections_per_ip: usize,
     /// The listen backlog: connections the kernel queues before `accept`.
     pub backlog: u32,
     /// Close a connection that moves no byte for this long. `None`: never.
@@ -130,6 +135,16 @@ impl Config {
         if self.backlog == 0 || self.backlog > i32::MAX as u32 {
             return Err("backlog must be between 1 and 2147483647".into());
         }
+        // At shutdown the whole backlog is taken in past the limit, so the
+        // tokens must tell `max_connections + backlog` connections apart.
+        if self.max_connections.saturating_add(self.backlog as usize) > crate::token::MAX_CONNECTIONS {
+            return Err(format!(
+                "max connections ({}) plus backlog ({}) must be at most {}: at shutdown the backlog is taken in past the limit",
+                self.max_connections,
+                self.backlog,
+                crate::token::MAX_CONNECTIONS
+            ));
+        }
         Ok(())
     }
 }
@@ -143,6 +158,7 @@ impl Default for Config {
             read_chunk: 16 * 1024,
             write_chunk: None,
             max_connections: 10_000,
+            max_connections_per_ip: 0,
             backlog: 1024,
             idle_timeout: Some(Duration::from_secs(30)),
             read_timeout: Some(Duration::from_secs(60)),
@@ -150,5 +166,28 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(5),
             handle_signals: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid() {
+        assert_eq!(Config::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn max_connections_plus_backlog_must_fit_the_token_space() {
+        let fits = Config {
+            max_connections: crate::token::MAX_CONNECTIONS - 16,
+            backlog: 16,
+            ..Config::default()
+        };
+        assert_eq!(fits.validate(), Ok(()));
+        let too_many = Config { backlog: 17, ..fits };
+        let error = too_many.validate().expect_err("one past the token space");
+        assert!(error.contains("plus backlog (17) must be at most"), "{error}");
     }
 }

@@ -5,12 +5,15 @@ use crate::Framing;
 
 /// What the bytes received so far amount to.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Scan {
+pub enum Scan {
     /// Not a whole message yet: keep reading.
     Incomplete,
     /// The first `len` bytes are the message; anything after them is not
     /// part of it.
-    Complete { len: usize },
+    Complete {
+        /// The message's length, terminator included.
+        len: usize,
+    },
     /// More than `max_message` bytes without a complete message.
     Oversize,
 }
@@ -18,7 +21,7 @@ pub(crate) enum Scan {
 /// Looks at `received` after more bytes arrived. `searched` is how much of
 /// it an earlier call already searched for a newline, so a long line is
 /// scanned once, not once per read.
-pub(crate) fn scan(framing: Framing, received: &[u8], searched: usize, max_message: usize) -> Scan {
+pub fn scan(framing: Framing, received: &[u8], searched: usize, max_message: usize) -> Scan {
     if framing == Framing::Line
         && let Some(offset) = received[searched..].iter().position(|&byte| byte == b'\n')
     {
@@ -42,7 +45,7 @@ pub(crate) fn scan(framing: Framing, received: &[u8], searched: usize, max_messa
 /// Turns a message into its reply, in place: the bytes reversed, like the
 /// seed's `bytes(reversed(data))`. In line framing the terminator (`\n` or
 /// `\r\n`) stays at the end, so a terminal user gets a proper line back.
-pub(crate) fn into_reply(framing: Framing, mut message: Vec<u8>) -> Vec<u8> {
+pub fn into_reply(framing: Framing, mut message: Vec<u8>) -> Vec<u8> {
     let terminator_len = match framing {
         Framing::Line if message.ends_with(b"\r\n") => 2,
         Framing::Line if message.ends_with(b"\n") => 1,

@@ -26,16 +26,37 @@
 //!
 //! The public API is small: [`Config`] and [`Framing`] to describe a
 //! server, [`Server`] to bind and run it, [`StopHandle`] to stop it from
-//! another thread, [`Stats`] to watch it. [`fd_limit`] raises the descriptor
-//! limit for a configuration, and [`deadlines`] is public so that its
-//! benchmark can measure it. Everything else is private, but written to be
-//! read.
+//! another thread, [`Exit`] to say how it ended, [`Stats`] and
+//! [`StatsSnapshot`] to watch it. [`fd_limit`] raises the descriptor limit
+//! for a configuration, and [`deadlines`] is public so that its benchmark
+//! can measure it. Every other module is private, but written to be read.
+//!
+//! Benchmarks and fuzz targets that need an internal entry point get it
+//! deliberately, from one place: the `#[doc(hidden)]` module `internals`,
+//! which exposes the connection state machine (`Connection`, `Context`,
+//! `Name`, `Turn`, `CloseReason`), the `Transport` it drives (so a target
+//! can script one) and framing's `scan` and `into_reply`. It is not part of
+//! the supported API and may change with any release.
+//!
+//! ```compile_fail
+//! // The modules themselves are private:
+//! use revecho::connection::Connection;
+//! ```
+//!
+//! ```
+//! // The deliberate way in, for a benchmark or a fuzz target:
+//! use revecho::internals::{Connection, Transport, scan};
+//! ```
 //!
 //! - `config`: [`Config`] and [`Framing`], the settings.
-//! - `server`: [`Server`], the readiness loop: dispatch events, settle each
-//!   connection's interest and deadline, fire timers; `server/accept.rs`
-//!   takes clients in (the connection limit, the EMFILE back-off), and
-//!   `server/shutdown.rs` stops (the stop handle, signals, the grace period).
+//! - `server`: [`Server`], the readiness loop: poll, dispatch events,
+//!   resume yielded connections, fire timers, accept. Beside it,
+//!   `server/acceptor.rs` owns the listeners and decides when and from
+//!   which listener to accept (the connection limit, the EMFILE back-off,
+//!   rotation between listeners); `server/client.rs` owns a client's
+//!   registration with the poll; `server/per_ip.rs` counts connections per
+//!   address; `server/shutdown.rs` stops (the stop handle, signals, the
+//!   grace period).
 //! - `connection`: one client's state machine (`Receiving`, `Sending`,
 //!   `Lingering`, `Closed`), driven through a `Transport`.
 //! - `transport`: the three socket calls a connection makes, so tests can
@@ -45,9 +66,11 @@
 //! - `token`: how a `Token` names a listener or a connection, and why it
 //!   carries a generation.
 //! - `listeners`: binding with socket2 (backlog, `SO_REUSEADDR`, `IPV6_V6ONLY`).
+//! - `error`: names for `WouldBlock` and `Interrupted`, and one-line error
+//!   text.
 //! - `stats`: [`Stats`], counters readable while the server runs.
 //! - [`fd_limit`]: raising the descriptor limit at start.
-//! - `log_limit`: rate-limiting the warnings a client can provoke.
+//! - `log_limit`: one rate limit per kind of log line a client can cause.
 //!
 //! The `revecho` binary (`src/bin/revecho/`) adds the command line, logging
 //! set-up, signal handling and the `send` client.
@@ -55,23 +78,33 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod config;
-pub mod connection;
+mod config;
+mod connection;
 pub mod deadlines;
+mod error;
 pub mod fd_limit;
 mod framing;
 mod listeners;
 mod log_limit;
 mod proxy_protocol;
 mod server;
-pub mod stats;
+mod stats;
 mod token;
-pub mod transport;
+mod transport;
 
 pub use config::{Config, Framing};
-pub use connection::CloseReason;
-pub use listeners::describe as describe_error;
+pub use error::describe as describe_error;
 pub use server::{ACCEPT_BACKOFF, Exit, Server, StopHandle};
 pub use stats::{Stats, StatsSnapshot};
 pub use token::MAX_CONNECTIONS;
-pub use transport::Transport;
+
+/// Internal entry points for benchmarks and fuzz targets: the connection
+/// state machine, a scriptable [`Transport`](internals::Transport) and the
+/// framing scan. Not a supported API; see the Layout section above.
+#[doc(hidden)]
+#[allow(missing_docs)]
+pub mod internals {
+    pub use crate::connection::{CloseReason, Connection, Context, Name, Turn};
+    pub use crate::framing::{Scan, into_reply, scan};
+    pub use crate::transport::Transport;
+}

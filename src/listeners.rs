@@ -8,6 +8,8 @@ use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, ToSocketAddrs};
 
 use log::warn;
+
+use crate::error::describe;
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// One bound, listening, non-blocking socket.
@@ -91,31 +93,6 @@ fn bind_one(address: SocketAddr, backlog: u32) -> io::Result<Listener> {
 
 fn is_unavailable(error: &io::Error) -> bool {
     error.kind() == ErrorKind::AddrNotAvailable || error.raw_os_error() == Some(libc::EAFNOSUPPORT)
-}
-
-/// A short lowercase description of an I/O error, without "(os error 98)",
-/// for one-line messages such as `cannot listen on 127.0.0.1:7342: address
-/// already in use`.
-pub fn describe(error: &io::Error) -> String {
-    match error.kind() {
-        ErrorKind::AddrInUse => "address already in use".into(),
-        ErrorKind::PermissionDenied => "permission denied".into(),
-        ErrorKind::AddrNotAvailable => "address not available".into(),
-        ErrorKind::ConnectionRefused => "connection refused".into(),
-        ErrorKind::TimedOut => "timed out".into(),
-        _ => {
-            let text = error.to_string();
-            let text = match text.find(" (os error") {
-                Some(end) => text[..end].to_string(),
-                None => text,
-            };
-            let mut chars = text.chars();
-            match chars.next() {
-                Some(first) => first.to_lowercase().chain(chars).collect(),
-                None => text,
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -2,14 +2,17 @@
 //!
 //! One thread, one `Poll`. Registered with it: every listener, every client
 //! stream, a `Waker` for the stop handle and, when asked, the signal pipe.
-//! [`Server::run`] is short on purpose, like Redis's `aeMain`: wait for
-//! readiness or the nearest deadline, dispatch each event to a named
-//! handler, fire the timers that are due, repeat. Nothing in the loop
-//! blocks: every socket is non-blocking, and the only wait is `poll` itself.
+//! [`Server::run`] is short on purpose, like Redis's `aeMain` with its
+//! `beforeSleep`: wait for readiness or the nearest deadline, dispatch each
+//! event to a named handler, resume the connections that yielded, fire the
+//! timers that are due, accept. Nothing in the loop blocks: every socket is
+//! non-blocking, and the only wait is `poll` itself.
 //!
-//! This file holds the loop and what every connection goes through after an
-//! input (`settle`, `remove`); `accept.rs` takes clients in and
-//! `shutdown.rs` stops.
+//! This file holds the loop, the accept step and what every connection goes
+//! through after an input (`settle`, `remove`). Beside it: `acceptor.rs`
+//! decides when and from which listener to accept, `client.rs` owns a
+//! client's registration with the poll, `per_ip.rs` counts connections per
+//! address, and `shutdown.rs` stops.
 //!
 //! A client's failure ends that client alone: it is logged with the
 //! connection's name, counted, and the loop goes on. Only a failure of
@@ -30,34 +33,34 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::Config;
-use crate::connection::{CloseReason, Connection, Context, Turn};
+use crate::connection::{CloseReason, Connection, Context, Name, Turn};
 use crate::deadlines::Deadlines;
-use crate::listeners::{self, Listener, describe};
-use crate::log_limit::LogLimiter;
+use crate::error::{describe, interrupted};
+use crate::listeners::{self, Listener};
+use crate::log_limit::ClientLines;
 use crate::stats::Stats;
 use crate::token::{self, Source};
 
-mod accept;
+mod acceptor;
+mod client;
+mod per_ip;
 mod shutdown;
 
-pub use accept::ACCEPT_BACKOFF;
-use accept::Accepting;
+pub use acceptor::ACCEPT_BACKOFF;
+use acceptor::{Acceptor, Step};
+use client::Client;
+use per_ip::PerAddress;
 pub use shutdown::{Exit, StopHandle};
 
-/// One client: its state machine, its socket, and what the loop registered
-/// and scheduled for it (kept so that changes can be detected).
+/// Where the server is in its life. Stored once: whether it accepts follows
+/// from it, since only a serving server has an acceptor.
 #[derive(Debug)]
-struct Client {
-    connection: Connection,
-    stream: TcpStream,
-    /// Slab key plus generation: see [`crate::token`].
-    token: Token,
-    /// The interest currently registered with the poll.
-    interest: Interest,
-    /// The deadline currently in [`Deadlines`].
-    deadline: Option<Instant>,
-    /// Out of budget last turn and queued in `Server::yielded`.
-    yielded: bool,
+enum Phase {
+    /// Taking clients and serving them.
+    Serving(Acceptor<Listener>),
+    /// Shutting down: the listeners are closed, the connections in flight
+    /// have until `until` to finish.
+    Draining { until: Instant },
 }
 
 /// A bound reverse-echo server. [`Server::bind`] it, read its
@@ -65,28 +68,22 @@ struct Client {
 pub struct Server {
     config: Config,
     poll: Poll,
-    listeners: Vec<Listener>,
+    phase: Phase,
     /// The bound addresses, kept after the listeners close at shutdown.
     addresses: Vec<SocketAddr>,
     connections: Slab<Client>,
+    /// Connections held per address, against `max_connections_per_ip`.
+    per_address: PerAddress,
     deadlines: Deadlines,
     /// Connections that used up their turn's budget while still ready.
     yielded: Vec<Token>,
-    accepting: Accepting,
-    /// Set while descriptors are short, so the episode is logged once.
-    accept_failing: bool,
-    /// Set from reaching `max_connections` until the backlog is empty again,
-    /// so a server under steady pressure warns once, not on every close.
-    limit_reached: bool,
-    /// Set once shutdown has begun: when the grace period ends.
-    draining_until: Option<Instant>,
     next_id: u64,
     stats: Arc<Stats>,
     stop_requested: Arc<AtomicBool>,
     waker: Arc<Waker>,
     signals: Option<Signals>,
-    /// Rate limit for warnings a client can provoke.
-    client_warnings: LogLimiter,
+    /// One rate limit per kind of log line a client can cause.
+    lines: ClientLines,
 }
 
 impl std::fmt::Debug for Server {
@@ -94,10 +91,17 @@ impl std::fmt::Debug for Server {
         f.debug_struct("Server")
             .field("addresses", &self.addresses)
             .field("connections", &self.connections.len())
-            .field("accepting", &self.accepting)
-            .field("draining_until", &self.draining_until)
+            .field("phase", &self.phase)
             .finish_non_exhaustive()
     }
+}
+
+/// What every input to a connection needs besides the connection itself.
+/// Built in this one place so that the loop's turns and timers agree. It
+/// takes the fields it borrows rather than `&self`, so that a client in
+/// `connections` can be borrowed mutably beside it.
+fn context<'a>(config: &'a Config, stats: &'a Stats, now: Instant) -> Context<'a> {
+    Context { config, stats, now }
 }
 
 impl Server {
@@ -109,11 +113,10 @@ impl Server {
             .validate()
             .map_err(|message| io::Error::new(ErrorKind::InvalidInput, message))?;
         let poll = Poll::new()?;
-        let mut listeners = listeners::bind_all(&config.listen, config.backlog)?;
-        for (index, listener) in listeners.iter_mut().enumerate() {
-            poll.registry()
-                .register(&mut listener.socket, token::listener(index), Interest::READABLE)?;
-        }
+        let listeners = listeners::bind_all(&config.listen, config.backlog)?;
+        let addresses = listeners.iter().map(|listener| listener.address).collect();
+        let mut acceptor = Acceptor::new(listeners, config.max_connections);
+        acceptor.register(poll.registry())?;
         let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
         let signals = if config.handle_signals {
             let mut signals = Signals::new([SIGINT, SIGTERM])?;
@@ -123,25 +126,21 @@ impl Server {
         } else {
             None
         };
-        let addresses = listeners.iter().map(|listener| listener.address).collect();
         Ok(Server {
+            per_address: PerAddress::new(config.max_connections_per_ip),
             config,
             poll,
-            listeners,
+            phase: Phase::Serving(acceptor),
             addresses,
             connections: Slab::new(),
             deadlines: Deadlines::new(),
             yielded: Vec::new(),
-            accepting: Accepting::Open,
-            accept_failing: false,
-            limit_reached: false,
-            draining_until: None,
             next_id: 0,
             stats: Arc::new(Stats::default()),
             stop_requested: Arc::new(AtomicBool::new(false)),
             waker,
             signals,
-            client_warnings: LogLimiter::new(5, Duration::from_secs(10)),
+            lines: ClientLines::new(),
         })
     }
 
@@ -177,7 +176,7 @@ impl Server {
         );
         let mut events = Events::with_capacity(1024);
         let exit = loop {
-            if self.draining_until.is_some() && self.connections.is_empty() {
+            if matches!(self.phase, Phase::Draining { .. }) && self.connections.is_empty() {
                 break Exit::Finished;
             }
             let timeout = self.poll_timeout(Instant::now());
@@ -185,7 +184,7 @@ impl Server {
                 Ok(()) => self.stats.poll_wakeup(),
                 // A signal interrupted the wait. mio 1.x hands this back
                 // instead of retrying, so retry here.
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if interrupted(&e) => continue,
                 Err(e) => {
                     error!("poll failed: {e}");
                     self.log_summary();
@@ -198,6 +197,7 @@ impl Server {
             }
             self.resume_yielded(now);
             self.fire_timers(now);
+            self.accept_step(now);
         };
         if exit != Exit::Finished {
             self.cut_off_all();
@@ -206,17 +206,19 @@ impl Server {
         Ok(exit)
     }
 
-    /// How long `poll` may sleep: until the nearest deadline, or not at all
-    /// if some connection yielded with work left.
+    /// How long `poll` may sleep: until the nearest deadline (a connection's
+    /// timeout, the end of an accept back-off or of the shutdown grace, a
+    /// pending report of suppressed log lines), or not at all if some
+    /// connection yielded with work left.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
         if !self.yielded.is_empty() {
             return Some(Duration::ZERO);
         }
-        let accept_retry = match self.accepting {
-            Accepting::BackingOff { retry_at } => Some(retry_at),
-            _ => None,
+        let phase_deadline = match &self.phase {
+            Phase::Serving(acceptor) => acceptor.retry_at(),
+            Phase::Draining { until } => Some(*until),
         };
-        [self.deadlines.next(), accept_retry, self.draining_until]
+        [self.deadlines.next(), phase_deadline, self.lines.next_report()]
             .into_iter()
             .flatten()
             .min()
@@ -228,7 +230,11 @@ impl Server {
     fn dispatch(&mut self, events: &Events, now: Instant) -> Option<Exit> {
         for event in events.iter() {
             match token::source(event.token()) {
-                Source::Listener(index) => self.on_listener_ready(index, now),
+                Source::Listener(index) => {
+                    if let Phase::Serving(acceptor) = &mut self.phase {
+                        acceptor.on_listener_ready(index, now, &mut self.lines);
+                    }
+                }
                 Source::Connection(key) => self.on_connection_ready(key, event, now),
                 Source::Signals => {
                     if let Some(exit) = self.on_signals(now) {
@@ -287,12 +293,9 @@ impl Server {
         let Some(client) = self.connections.get_mut(key) else {
             return;
         };
-        let cx = Context {
-            config: &self.config,
-            stats: &self.stats,
-            now,
-        };
-        client.yielded = client.connection.on_ready(&mut client.stream, &cx) == Turn::Yield;
+        let cx = context(&self.config, &self.stats, now);
+        let (connection, stream) = client.parts();
+        client.yielded = connection.on_ready(stream, &cx) == Turn::Yield;
         if client.yielded {
             self.yielded.push(client.token);
         }
@@ -321,39 +324,33 @@ impl Server {
             self.remove(key, now);
             return;
         };
-        if interest != client.interest {
-            if let Err(e) = self
-                .poll
-                .registry()
-                .reregister(&mut client.stream, client.token, interest)
-            {
-                warn!(
-                    "{}: cannot change interest: {e}; closing it",
-                    client.connection.name()
-                );
-                client.connection.abandon(CloseReason::IoError);
-                self.remove(key, now);
-                return;
-            }
-            client.interest = interest;
+        if let Err(e) = client.reregister(self.poll.registry(), interest) {
+            warn!(
+                "{}: cannot change interest: {e}; closing it",
+                client.connection.name()
+            );
+            client.connection.abandon(CloseReason::IoError);
+            self.remove(key, now);
+            return;
         }
         let deadline = client.connection.deadline(&self.config);
         self.deadlines.reschedule(client.token, client.deadline, deadline);
         client.deadline = deadline;
     }
 
-    /// Deregisters, unschedules, counts and closes one connection, then
-    /// resumes accepting if the server was at capacity.
+    /// Deregisters, unschedules, counts and closes one connection. If the
+    /// server was at capacity, accepting becomes due: the accept step at the
+    /// end of this loop iteration takes the next client, not this batch.
     fn remove(&mut self, key: usize, now: Instant) {
         let Some(mut client) = self.connections.try_remove(key) else {
             return;
         };
-        // Deregister before the socket closes and the slot can be reused.
-        if let Err(e) = self.poll.registry().deregister(&mut client.stream) {
-            trace!("{}: deregister failed: {e}", client.connection.name());
-        }
+        client.deregister(self.poll.registry());
         self.deadlines.reschedule(client.token, client.deadline, None);
         let name = client.connection.name();
+        if let Some(peer) = name.peer {
+            self.per_address.release(peer.ip());
+        }
         // Every path closes the connection before removing it.
         let reason = client.connection.close_reason().unwrap_or(CloseReason::IoError);
         self.stats.closed(reason);
@@ -361,15 +358,14 @@ impl Server {
             CloseReason::Completed => debug!("{name}: closed"),
             // A client can provoke this at will: rate-limited, and past the
             // limit it still shows at debug.
-            CloseReason::Oversize if self.client_warnings.allow(now) => {
+            CloseReason::Oversize if self.lines.oversize.allow(now) => {
                 warn!("{name}: closed: sent more than {} bytes", self.config.max_message);
             }
             _ => debug!("{name}: closed: {reason}"),
         }
         drop(client);
-        if self.accepting == Accepting::AtCapacity {
-            debug!("below the connection limit again: accepting");
-            self.accept_all(now);
+        if let Phase::Serving(acceptor) = &mut self.phase {
+            acceptor.on_slot_freed();
         }
     }
 
@@ -383,19 +379,88 @@ impl Server {
             };
             // The entry just popped is no longer in the queue.
             client.deadline = None;
-            let cx = Context {
-                config: &self.config,
-                stats: &self.stats,
-                now,
-            };
-            client.connection.on_deadline(&cx);
+            client
+                .connection
+                .on_deadline(&context(&self.config, &self.stats, now));
             self.settle(key, now);
         }
-        self.retry_accept_if_due(now);
         self.end_grace_if_due(now);
+        self.lines.report_due(now);
     }
 
-    fn log_summary(&self) {
+    /// The accept step, last in each loop iteration: if accepting is due
+    /// (a listener was ready, a slot freed, a back-off ended), take clients
+    /// in while there is room.
+    fn accept_step(&mut self, now: Instant) {
+        let Phase::Serving(acceptor) = &mut self.phase else {
+            return;
+        };
+        if let Some(mut step) = acceptor.begin(now) {
+            self.take_in(&mut step, self.config.max_connections, now);
+        }
+    }
+
+    /// Admits the clients of `step` while fewer than `limit` connections are
+    /// held.
+    fn take_in(&mut self, step: &mut Step, limit: usize, now: Instant) {
+        loop {
+            let room = self.connections.len() < limit;
+            let Phase::Serving(acceptor) = &mut self.phase else {
+                return;
+            };
+            let Some((stream, peer)) = acceptor.next(step, room, now, &mut self.lines, &self.stats) else {
+                return;
+            };
+            self.admit(stream, peer, now);
+        }
+    }
+
+    /// Takes in one accepted client: a slab slot, a token, READABLE interest.
+    /// A client whose address already holds `max_connections_per_ip` is
+    /// closed at once instead: dropping the stream sends end of stream, or
+    /// a reset if its data had already arrived.
+    fn admit(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant) {
+        self.stats.accepted();
+        self.next_id += 1;
+        let name = Name {
+            id: self.next_id,
+            peer: Some(peer),
+        };
+        if let Err(group) = self.per_address.admit(peer.ip()) {
+            self.stats.per_ip_refused();
+            if self.lines.per_ip_limit.allow(now) {
+                warn!(
+                    "{name}: closed at once: {group} is already at the per-ip limit ({})",
+                    self.config.max_connections_per_ip
+                );
+            } else {
+                debug!("{name}: closed: per-ip limit");
+            }
+            return;
+        }
+        let entry = self.connections.vacant_entry();
+        let token = token::connection(entry.key(), name.id);
+        let connection = Connection::new(name, now);
+        let mut client = match Client::register(self.poll.registry(), stream, token, connection) {
+            Ok(client) => client,
+            Err(e) => {
+                warn!("{name}: cannot register with the poll: {e}; closing it");
+                self.per_address.release(peer.ip());
+                self.stats.closed(CloseReason::IoError);
+                return;
+            }
+        };
+        let deadline = client.connection.deadline(&self.config);
+        self.deadlines.reschedule(token, None, deadline);
+        client.deadline = deadline;
+        entry.insert(client);
+        debug!("{name}: accepted");
+    }
+
+    /// Writes the reports of suppressed lines still pending (they would be
+    /// lost otherwise), then the summary.
+    fn log_summary(&mut self) {
+        self.lines.report_all();
         info!("summary: {}", self.stats.snapshot());
     }
 }
@@ -418,5 +483,28 @@ fn describe_event(event: &Event) -> String {
         "event with no flags".into()
     } else {
         names.join(" | ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log_limit::WINDOW;
+
+    #[test]
+    fn a_pending_suppression_report_bounds_the_poll_timeout() {
+        let mut server = Server::bind(Config {
+            listen: vec!["127.0.0.1:0".into()],
+            ..Config::default()
+        })
+        .expect("bind");
+        let now = Instant::now();
+        assert_eq!(server.poll_timeout(now), None, "idle: sleep until an event");
+        // A flood of one kind of line: past the burst, lines are suppressed,
+        // and their report must be written even if the server goes idle.
+        while server.lines.per_ip_limit.allow(now) {}
+        assert_eq!(server.poll_timeout(now), Some(WINDOW));
+        server.lines.report_due(now + WINDOW);
+        assert_eq!(server.poll_timeout(now), None, "reported: nothing pending");
     }
 }

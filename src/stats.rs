@@ -19,6 +19,7 @@ pub struct Stats {
     partial_writes: AtomicU64,
     bytes_discarded: AtomicU64,
     accept_backoffs: AtomicU64,
+    per_ip_limit: AtomicU64,
     poll_wakeups: AtomicU64,
     closed_oversize: AtomicU64,
     closed_idle_timeout: AtomicU64,
@@ -48,6 +49,10 @@ pub struct StatsSnapshot {
     /// Times `accept` was put off because the process was out of file
     /// descriptors (EMFILE/ENFILE): one per retry period, not one per client.
     pub accept_backoffs: u64,
+    /// Connections accepted and closed at once, without a reply, because
+    /// their address already held `max_connections_per_ip`. Also counted in
+    /// `accepted`.
+    pub per_ip_limit: u64,
     /// Times `poll` returned: the loop's heartbeat. An idle server wakes
     /// only for deadlines, so a count that races ahead while nothing
     /// happens means the loop is spinning. Not in the summary line: it
@@ -91,6 +96,9 @@ impl Stats {
     pub(crate) fn accept_backoff(&self) {
         self.accept_backoffs.fetch_add(1, Relaxed);
     }
+    pub(crate) fn per_ip_refused(&self) {
+        self.per_ip_limit.fetch_add(1, Relaxed);
+    }
     pub(crate) fn poll_wakeup(&self) {
         self.poll_wakeups.fetch_add(1, Relaxed);
     }
@@ -120,6 +128,7 @@ impl Stats {
             partial_writes: self.partial_writes.load(Relaxed),
             bytes_discarded: self.bytes_discarded.load(Relaxed),
             accept_backoffs: self.accept_backoffs.load(Relaxed),
+            per_ip_limit: self.per_ip_limit.load(Relaxed),
             poll_wakeups: self.poll_wakeups.load(Relaxed),
             closed_oversize: self.closed_oversize.load(Relaxed),
             closed_idle_timeout: self.closed_idle_timeout.load(Relaxed),
@@ -139,7 +148,7 @@ impl fmt::Display for StatsSnapshot {
         write!(
             f,
             "accepted={} replies={} bytes_in={} bytes_out={} partial_writes={} \
-             discarded={} accept_backoffs={} oversize={} idle_timeout={} \
+             discarded={} accept_backoffs={} per_ip_limit={} oversize={} idle_timeout={} \
              read_timeout={} reset={} io_error={} linger_timeout={} shutdown_cut_off={}",
             self.accepted,
             self.replies_completed,
@@ -148,6 +157,7 @@ impl fmt::Display for StatsSnapshot {
             self.partial_writes,
             self.bytes_discarded,
             self.accept_backoffs,
+            self.per_ip_limit,
             self.closed_oversize,
             self.closed_idle_timeout,
             self.closed_read_timeout,

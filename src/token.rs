@@ -6,23 +6,21 @@
 //!
 //! A single `poll` returns a batch of events, and the batch is a snapshot:
 //! it may still hold an event for a connection that the loop has closed
-//! since. If that connection's slab slot was then given to a new client, a
-//! token made of the key alone would hand the old event (say a
-//! `read_closed`) to the new client, which would then be closed or read
-//! from for no reason. This was seen with mio 1.2.5 in a loop that closed
-//! connections and accepted new ones while working through a batch.
+//! since. The list of connections that yielded, too, carries tokens from one
+//! iteration to the next. If a closed connection's slab slot was then given
+//! to a new client, a token made of the key alone would hand the old event
+//! (say a `read_closed`) or the old turn to the new client, which would then
+//! be closed or read from for no reason. This was seen with mio 1.2.5 in a
+//! loop that closed connections and accepted new ones while working through
+//! a batch.
 //!
-//! How can the batch hold an event for a connection already closed? A
-//! connection closes while handling one of its events, and when the server
-//! is at its connection limit, that close frees a slot that a queued client
-//! takes at once. On Linux, epoll reports each socket at most once per
-//! batch, so the closed connection has no event left in it. But kqueue
-//! (macOS, the BSDs) reports reading and writing as separate events, so the
-//! same socket can appear twice in one batch, and its second event would
-//! reach the new client. Rather than lean on such platform details, the
-//! generation makes the guarantee local: the stale event's token no longer
-//! equals the new client's, and the loop drops it (`on_connection_ready`
-//! compares the two).
+//! The loop now admits new clients only in its accept step, after the batch
+//! (see `crate::server`), which closes that particular route. The
+//! generation stays, because it makes the guarantee local instead of
+//! resting on the order of the loop's steps or on platform details (kqueue,
+//! on macOS and the BSDs, reports reading and writing as separate events for
+//! one socket): a stale token no longer equals the new client's, and the
+//! loop drops it (`on_connection_ready` and `key_of` compare the two).
 //!
 //! Tokens whose generation bits are all ones are reserved for the loop's own
 //! sources (the waker, signals, listeners), so they never collide with a

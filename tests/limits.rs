@@ -22,12 +22,14 @@
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, TestServer, config, connect, exchange, line_reply, read_to_end, wait_until};
+use common::{
+    PATIENCE, TestServer, config, connect, connect_from, exchange, line_reply, read_to_end, wait_until,
+};
 use revecho::{Config, Exit, Framing, StatsSnapshot};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
@@ -106,6 +108,70 @@ fn line_of(len: usize) -> Vec<u8> {
 // ---------------------------------------------------------------------------
 // Limits
 // ---------------------------------------------------------------------------
+
+/// A second client host: loopback owns all of 127.0.0.0/8.
+const OTHER_HOST: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+
+/// A connection the server closed at once, without a reply: end of stream,
+/// or a reset if the client's data had already arrived.
+fn assert_closed_without_reply(stream: &mut TcpStream) {
+    match read_to_end(stream) {
+        Ok(reply) => assert_eq!(reply, b"", "no reply expected"),
+        Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
+    }
+}
+
+#[test]
+fn an_address_over_max_connections_per_ip_is_closed_at_once_and_others_are_served() {
+    let server = TestServer::start(Config {
+        max_connections_per_ip: 2,
+        ..line_config()
+    });
+    // Two silent connections from one host: its whole allowance.
+    let _held = [
+        connect_from(OTHER_HOST, server.addr),
+        connect_from(OTHER_HOST, server.addr),
+    ];
+    wait_until("both held connections accepted", || {
+        server.snapshot().accepted == 2
+    });
+
+    // A third from that host is closed at once, whether it is silent or has
+    // already sent its message.
+    let mut silent = connect_from(OTHER_HOST, server.addr);
+    assert_closed_without_reply(&mut silent);
+    let mut eager = connect_from(OTHER_HOST, server.addr);
+    eager.write_all(b"let me in\n").expect("send");
+    assert_closed_without_reply(&mut eager);
+    wait_until("both refusals counted", || server.snapshot().per_ip_limit == 2);
+
+    // Another address is unaffected.
+    assert_eq!(
+        exchange(server.addr, b"from elsewhere\n", false),
+        line_reply(b"from elsewhere\n")
+    );
+    let stats = server.snapshot();
+    assert_eq!(stats.per_ip_limit, 2);
+    assert_eq!(
+        stats.accepted, 5,
+        "refused connections were accepted, then closed"
+    );
+    assert_eq!(stats.replies_completed, 1);
+}
+
+#[test]
+fn without_max_connections_per_ip_one_address_may_hold_many() {
+    let server = TestServer::start(line_config());
+    let mut clients: Vec<TcpStream> = (0..20).map(|_| connect_from(OTHER_HOST, server.addr)).collect();
+    for client in &mut clients {
+        client.write_all(b"same host\n").expect("send");
+    }
+    for client in &mut clients {
+        client.shutdown(std::net::Shutdown::Write).expect("half-close");
+        assert_eq!(read_to_end(client).expect("reply"), line_reply(b"same host\n"));
+    }
+    assert_eq!(server.snapshot().per_ip_limit, 0);
+}
 
 #[test]
 fn clients_beyond_max_connections_wait_in_the_backlog_until_a_slot_frees() {

@@ -16,7 +16,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    PATIENCE, RunningBinary, assert_line_replies, connect, read_to_end, revecho, send_lines, wait_until,
+    PATIENCE, RunningBinary, assert_line_replies, connect, connect_from, read_to_end, revecho, send_lines,
+    wait_until,
 };
 use revecho::ACCEPT_BACKOFF;
 use revecho::fd_limit::RESERVE;
@@ -572,4 +573,166 @@ fn the_connection_limit_warns_once_per_episode_not_on_every_return_to_it() {
         "{}",
         server.stderr()
     );
+}
+
+#[test]
+fn filling_the_table_with_nobody_waiting_logs_no_limit_warning() {
+    // One client fills `--max-connections 1`, but no one waits behind it:
+    // nothing to warn about.
+    let mut server = start(&["--framing", "line", "--max-connections", "1"]);
+    let mut client = connect(server.addr());
+    client.write_all(b"alone\n").expect("send");
+    assert_eq!(read_to_end(&mut client).expect("reply"), b"enola\n");
+    drop(client);
+    server.signal("TERM");
+    server.wait_for_log("summary:");
+    assert_eq!(exit_code(&mut server), 0);
+    assert_eq!(log_count(&server, "connection limit"), 0, "{}", server.stderr());
+}
+
+#[test]
+fn sequential_exchanges_at_the_connection_limit_keep_the_log_short() {
+    // The trial: with `--max-connections 1`, 1,000 ordinary
+    // exchanges gave 972 warnings. Every line a client can cause is now
+    // rate-limited per kind, so the count no longer grows with the traffic.
+    const EXCHANGES: usize = 300;
+    let started = Instant::now();
+    let mut server = start(&["--framing", "line", "--max-connections", "1"]);
+    for _ in 0..EXCHANGES {
+        let mut client = connect(server.addr());
+        client.write_all(b"ping\n").expect("send");
+        assert_eq!(read_to_end(&mut client).expect("reply"), b"gnip\n");
+    }
+    server.signal("TERM");
+    server.wait_for_log("summary:");
+    assert_eq!(exit_code(&mut server), 0);
+    let windows = 1 + started.elapsed().as_secs() as usize / 10;
+    // Per window and kind (limit reached, backlog drained): 5 lines and
+    // one report; plus the serving, shutdown and summary lines.
+    let bound = 3 + windows * 2 * 6;
+    let lines = server.stderr().lines().count();
+    assert!(
+        lines <= bound,
+        "{lines} lines (bound {bound}):\n{}",
+        server.stderr()
+    );
+}
+
+#[test]
+fn a_stderr_pipe_nobody_reads_does_not_stop_the_server() {
+    // Logging is synchronous: had every exchange logged a line, the 64 KiB
+    // pipe would fill (after about 350 exchanges in the trial) and
+    // the loop would block in write(2) for good.
+    use std::io::BufRead;
+    let mut child = revecho()
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--framing",
+            "line",
+            "--max-connections",
+            "2",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn revecho");
+    // Kept open and never read.
+    let _unread_stderr = child.stderr.take().expect("stderr");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("listening line");
+    let addr: SocketAddr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("listening on ADDR")
+        .parse()
+        .expect("address");
+    let holder = connect(addr);
+    for _ in 0..1000 {
+        let mut client = connect(addr);
+        client.write_all(b"ping\n").expect("send");
+        assert_eq!(read_to_end(&mut client).expect("reply"), b"gnip\n");
+    }
+    drop(holder);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn a_per_ip_flood_is_refused_counted_and_warned_about_a_few_times() {
+    const FLOOD: usize = 30;
+    let started = Instant::now();
+    let mut server = start(&["--framing", "line", "--max-connections-per-ip", "1"]);
+    let flooder: std::net::IpAddr = [127, 0, 0, 2].into();
+    let holder = connect_from(flooder, server.addr());
+    for _ in 0..FLOOD {
+        let mut refused = connect_from(flooder, server.addr());
+        assert_eq!(read_to_end(&mut refused).expect("end of stream"), b"");
+    }
+    let mut other = connect(server.addr());
+    other.write_all(b"still served\n").expect("send");
+    assert_eq!(read_to_end(&mut other).expect("reply"), b"devres llits\n");
+    drop(holder);
+    server.signal("TERM");
+    let summary = server.wait_for_log("summary:");
+    assert_eq!(exit_code(&mut server), 0);
+    assert_eq!(counter(&summary, "per_ip_limit"), FLOOD as u64, "{summary}");
+    let warnings = log_count(&server, "is already at the per-ip limit (1)");
+    if started.elapsed() < Duration::from_secs(10) {
+        // One window: 5 warnings, and the rest reported at exit in one line.
+        assert_eq!(warnings, 5, "{}", server.stderr());
+        assert_eq!(
+            log_count(
+                &server,
+                &format!(
+                    "{} more \"per-ip limit\" lines suppressed (at most 5 per 10s)",
+                    FLOOD - 5
+                )
+            ),
+            1,
+            "{}",
+            server.stderr()
+        );
+    } else {
+        assert!(warnings <= 5 * (1 + started.elapsed().as_secs() as usize / 10));
+    }
+}
+
+#[test]
+fn max_connections_plus_backlog_beyond_the_token_space_is_a_usage_error() {
+    let max = revecho::MAX_CONNECTIONS.to_string();
+    let finished = revecho()
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--max-connections",
+            &max,
+            "--backlog",
+            "2",
+        ])
+        .output()
+        .expect("run revecho");
+    let stderr = String::from_utf8_lossy(&finished.stderr);
+    assert_eq!(finished.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "max connections ({max}) plus backlog (2) must be at most {max}"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(finished.stdout, b"", "nothing was bound");
+}
+
+#[test]
+fn max_connections_per_ip_can_come_from_its_variable() {
+    let finished = revecho()
+        .args(["--listen", "127.0.0.1:0"])
+        .env("REVECHO_MAX_CONNECTIONS_PER_IP", "banana")
+        .output()
+        .expect("run revecho");
+    let stderr = String::from_utf8_lossy(&finished.stderr);
+    assert_eq!(finished.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--max-connections-per-ip"), "{stderr}");
 }

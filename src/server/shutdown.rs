@@ -6,12 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use log::{info, trace};
+use log::info;
 use mio::Waker;
 use signal_hook::consts::SIGINT;
 
-use super::Server;
-use super::accept::Accepting;
+use super::{Phase, Server};
 
 /// How [`Server::run`] ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,7 +57,7 @@ impl Server {
         let signals: Vec<i32> = self.signals.as_mut()?.pending().collect();
         for signal in signals {
             let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
-            if self.draining_until.is_some() {
+            if matches!(self.phase, Phase::Draining { .. }) {
                 info!("{name} again: exiting now");
                 return Some(Exit::Signalled(signal));
             }
@@ -69,19 +68,24 @@ impl Server {
 
     /// Stops taking clients and gives the ones in flight the grace period.
     pub(super) fn begin_shutdown(&mut self, why: &str, now: Instant) {
-        if self.draining_until.is_some() {
+        let Phase::Serving(acceptor) = &mut self.phase else {
             return;
-        }
-        self.draining_until = Some(now + self.config.shutdown_grace);
+        };
         // Closing a listener resets every client still queued in its
-        // backlog, so take those in first and serve them with the rest.
-        self.accept_all(now);
-        for mut listener in self.listeners.drain(..) {
-            if let Err(e) = self.poll.registry().deregister(&mut listener.socket) {
-                trace!("listener {}: deregister failed: {e}", listener.address);
-            }
+        // backlog, so take those in first, past the connection limit, and
+        // serve them with the rest. The descriptor limit was raised for
+        // `max_connections + backlog`, and `Config::validate` made sure the
+        // tokens can tell that many apart.
+        let mut step = acceptor.begin_final();
+        let limit = self
+            .config
+            .max_connections
+            .saturating_add(self.config.backlog as usize);
+        self.take_in(&mut step, limit, now);
+        let until = now + self.config.shutdown_grace;
+        if let Phase::Serving(acceptor) = std::mem::replace(&mut self.phase, Phase::Draining { until }) {
+            acceptor.close(self.poll.registry());
         }
-        self.accepting = Accepting::Closed;
         info!(
             "{why}: shutting down; {} in flight, {} grace",
             count(self.connections.len(), "connection"),
@@ -91,7 +95,9 @@ impl Server {
 
     /// The grace period is over: cut off whoever is left.
     pub(super) fn end_grace_if_due(&mut self, now: Instant) {
-        if self.draining_until.is_some_and(|until| until <= now) {
+        if let Phase::Draining { until } = self.phase
+            && until <= now
+        {
             if !self.connections.is_empty() {
                 info!(
                     "shutdown grace over: cutting off {}",

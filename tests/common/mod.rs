@@ -87,6 +87,22 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     stream
 }
 
+/// Connects from `source`, which must be a local address: loopback owns
+/// all of 127.0.0.0/8, so `127.0.0.2` is a second client host for free.
+/// The client socket is bound before it connects.
+pub fn connect_from(source: std::net::IpAddr, addr: SocketAddr) -> TcpStream {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).expect("socket");
+    socket
+        .bind(&SocketAddr::new(source, 0).into())
+        .expect("bind the client socket");
+    socket.connect(&addr.into()).expect("connect");
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(PATIENCE)).expect("read timeout");
+    stream.set_write_timeout(Some(PATIENCE)).expect("write timeout");
+    stream
+}
+
 /// Reads until end of stream.
 pub fn read_to_end(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
     let mut reply = Vec::new();

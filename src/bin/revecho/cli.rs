@@ -136,6 +136,15 @@ pub struct ServerArgs {
     #[arg(long, value_name = "N", env = "REVECHO_MAX_CONNECTIONS", default_value = "10000", value_parser = parse_max_connections)]
     pub max_connections: usize,
 
+    /// Connections one client address may hold at once (IPv4: per address, IPv6: per /64); more are closed at once. 0: no limit (right behind a proxy)
+    #[arg(
+        long,
+        value_name = "N",
+        env = "REVECHO_MAX_CONNECTIONS_PER_IP",
+        default_value = "0"
+    )]
+    pub max_connections_per_ip: usize,
+
     /// Listen backlog: connections the kernel queues before accept
     #[arg(long, value_name = "N", env = "REVECHO_BACKLOG", default_value = "1024",
           value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
@@ -167,6 +176,17 @@ pub struct ServerArgs {
 }
 
 impl ServerArgs {
+    /// Checks what no single flag's parser can: a combination of valid
+    /// values (`--max-connections` plus `--backlog` beyond the token space).
+    /// On failure, exits like any usage error: clap's message, status 2.
+    pub fn check_combination(&self) {
+        if let Err(message) = self.to_config().validate() {
+            Cli::command()
+                .error(clap::error::ErrorKind::ArgumentConflict, message)
+                .exit();
+        }
+    }
+
     /// The library configuration these flags describe.
     pub fn to_config(&self) -> Config {
         let disabled_if_zero = |duration: Duration| (!duration.is_zero()).then_some(duration);
@@ -177,6 +197,7 @@ impl ServerArgs {
             read_chunk: self.read_chunk,
             write_chunk: self.write_chunk.0,
             max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
             backlog: self.backlog,
             idle_timeout: disabled_if_zero(self.idle_timeout),
             read_timeout: disabled_if_zero(self.read_timeout),

@@ -27,6 +27,8 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: &ServerArgs) -> ExitCode {
+    // Before anything is bound or raised: a usage error, status 2.
+    args.check_combination();
     logging::init(args.verbose, args.quiet);
     let config = args.to_config();
     match fd_limit::raise_fd_limit(&config) {

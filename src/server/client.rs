@@ -1,0 +1,78 @@
+//! `Client`: one accepted connection as the loop holds it, and the only
+//! code that changes its registration with the poll.
+//!
+//! Interest follows state: a new client is registered READABLE (it speaks
+//! first), the interest changes only when the connection's state asks for
+//! a different one (a system call saved otherwise), and the stream is
+//! deregistered before its slab slot can be reused.
+
+use std::io;
+use std::time::Instant;
+
+use log::trace;
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+
+use crate::connection::Connection;
+
+/// One client: its state machine, its socket, and what the loop registered
+/// and scheduled for it (kept so that changes can be detected).
+#[derive(Debug)]
+pub(super) struct Client {
+    pub(super) connection: Connection,
+    stream: TcpStream,
+    /// Slab key plus generation: see [`crate::token`].
+    pub(super) token: Token,
+    /// The interest currently registered with the poll.
+    interest: Interest,
+    /// The deadline currently in [`Deadlines`](crate::deadlines::Deadlines).
+    pub(super) deadline: Option<Instant>,
+    /// Out of budget last turn and queued in `Server::yielded`.
+    pub(super) yielded: bool,
+}
+
+impl Client {
+    /// Registers a freshly accepted stream READABLE: the client speaks
+    /// first. An edge-triggered registration still reports data that arrived
+    /// before it. On error the stream is handed back dropped (closed).
+    pub(super) fn register(
+        registry: &Registry,
+        mut stream: TcpStream,
+        token: Token,
+        connection: Connection,
+    ) -> io::Result<Client> {
+        registry.register(&mut stream, token, Interest::READABLE)?;
+        Ok(Client {
+            connection,
+            stream,
+            token,
+            interest: Interest::READABLE,
+            deadline: None,
+            yielded: false,
+        })
+    }
+
+    /// Brings the registered interest in line with `interest`; a system call
+    /// only when it changed.
+    pub(super) fn reregister(&mut self, registry: &Registry, interest: Interest) -> io::Result<()> {
+        if interest != self.interest {
+            registry.reregister(&mut self.stream, self.token, interest)?;
+            self.interest = interest;
+        }
+        Ok(())
+    }
+
+    /// Deregisters before the socket closes and the slot can be reused. A
+    /// failure changes nothing: the close removes the socket from the poll
+    /// anyway.
+    pub(super) fn deregister(&mut self, registry: &Registry) {
+        if let Err(e) = registry.deregister(&mut self.stream) {
+            trace!("{}: deregister failed: {e}", self.connection.name());
+        }
+    }
+
+    /// The stream and the connection, for one turn.
+    pub(super) fn parts(&mut self) -> (&mut Connection, &mut TcpStream) {
+        (&mut self.connection, &mut self.stream)
+    }
+}

@@ -1,0 +1,170 @@
+//! `--max-connections-per-ip`: how many connections one address may hold.
+//!
+//! Without it, one host trickling a byte at a time can hold every slot
+//! until the read timeout. Addresses are grouped as operators usually group
+//! them: an IPv4 address stands alone, while an IPv6 host typically owns a
+//! whole /64, so all of a /64 counts as one.
+//!
+//! The counts live in a map with one entry per group currently connected:
+//! an entry goes when its count drops to zero, so memory follows the
+//! clients connected now, not every client ever seen.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// The unit the limit counts: an IPv4 address or an IPv6 /64.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub(crate) enum AddressGroup {
+    V4(Ipv4Addr),
+    /// The first 64 bits of the address.
+    V6Prefix(u64),
+}
+
+impl AddressGroup {
+    pub(crate) fn of(ip: IpAddr) -> AddressGroup {
+        match ip {
+            IpAddr::V4(v4) => AddressGroup::V4(v4),
+            // An IPv4 client reaching a dual-stack socket is still one IPv4
+            // host. (Our IPv6 listeners are v6-only, but an embedder's
+            // traffic may come through a proxy that maps addresses.)
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => AddressGroup::V4(v4),
+                None => AddressGroup::V6Prefix((v6.to_bits() >> 64) as u64),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for AddressGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AddressGroup::V4(v4) => write!(f, "{v4}"),
+            AddressGroup::V6Prefix(prefix) => {
+                write!(f, "{}/64", Ipv6Addr::from_bits(u128::from(*prefix) << 64))
+            }
+        }
+    }
+}
+
+/// Connections held per address group, against a limit.
+#[derive(Debug)]
+pub(crate) struct PerAddress {
+    /// 0: no limit, and nothing is counted.
+    limit: usize,
+    held: HashMap<AddressGroup, usize>,
+}
+
+impl PerAddress {
+    pub(crate) fn new(limit: usize) -> Self {
+        PerAddress {
+            limit,
+            held: HashMap::new(),
+        }
+    }
+
+    /// Counts one more connection from `ip`, unless its group already holds
+    /// the limit: then returns that group, and nothing is counted.
+    pub(crate) fn admit(&mut self, ip: IpAddr) -> Result<(), AddressGroup> {
+        if self.limit == 0 {
+            return Ok(());
+        }
+        let group = AddressGroup::of(ip);
+        let held = self.held.entry(group).or_insert(0);
+        if *held >= self.limit {
+            return Err(group);
+        }
+        *held += 1;
+        Ok(())
+    }
+
+    /// A connection from `ip` that [`admit`](Self::admit) counted has closed.
+    pub(crate) fn release(&mut self, ip: IpAddr) {
+        if self.limit == 0 {
+            return;
+        }
+        let group = AddressGroup::of(ip);
+        if let Some(held) = self.held.get_mut(&group) {
+            *held -= 1;
+            if *held == 0 {
+                self.held.remove(&group);
+            }
+        }
+    }
+
+    /// How many groups are counted now (for the tests).
+    #[cfg(test)]
+    fn groups(&self) -> usize {
+        self.held.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("test address")
+    }
+
+    #[test]
+    fn ipv4_counts_each_address_alone() {
+        assert_eq!(
+            AddressGroup::of(ip("192.0.2.1")),
+            AddressGroup::of(ip("192.0.2.1"))
+        );
+        assert_ne!(
+            AddressGroup::of(ip("192.0.2.1")),
+            AddressGroup::of(ip("192.0.2.2"))
+        );
+    }
+
+    #[test]
+    fn ipv6_counts_a_whole_slash_64_as_one() {
+        let group = AddressGroup::of(ip("2001:db8:1:2::1"));
+        assert_eq!(group, AddressGroup::of(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")));
+        assert_ne!(group, AddressGroup::of(ip("2001:db8:1:3::1")));
+        assert_eq!(group.to_string(), "2001:db8:1:2::/64");
+    }
+
+    #[test]
+    fn an_ipv4_mapped_address_counts_as_its_ipv4_host() {
+        assert_eq!(
+            AddressGroup::of(ip("::ffff:192.0.2.1")),
+            AddressGroup::of(ip("192.0.2.1"))
+        );
+    }
+
+    #[test]
+    fn over_the_limit_is_refused_and_other_groups_are_not_affected() {
+        let mut per_address = PerAddress::new(2);
+        assert_eq!(per_address.admit(ip("192.0.2.1")), Ok(()));
+        assert_eq!(per_address.admit(ip("192.0.2.1")), Ok(()));
+        assert_eq!(
+            per_address.admit(ip("192.0.2.1")),
+            Err(AddressGroup::of(ip("192.0.2.1")))
+        );
+        assert_eq!(per_address.admit(ip("192.0.2.2")), Ok(()));
+        per_address.release(ip("192.0.2.1"));
+        assert_eq!(per_address.admit(ip("192.0.2.1")), Ok(()), "a slot freed");
+    }
+
+    #[test]
+    fn memory_follows_the_groups_connected_now() {
+        let mut per_address = PerAddress::new(1);
+        for last in 0..=255u8 {
+            let address = IpAddr::V4(Ipv4Addr::new(192, 0, 2, last));
+            assert_eq!(per_address.admit(address), Ok(()));
+            per_address.release(address);
+        }
+        assert_eq!(per_address.groups(), 0);
+    }
+
+    #[test]
+    fn zero_means_no_limit_and_no_counting() {
+        let mut per_address = PerAddress::new(0);
+        for _ in 0..1000 {
+            assert_eq!(per_address.admit(ip("192.0.2.1")), Ok(()));
+        }
+        assert_eq!(per_address.groups(), 0);
+    }
+}
