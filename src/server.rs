@@ -30,12 +30,13 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::Config;
-use crate::connection::{CloseReason, Connection, Context, Turn};
+use crate::connection::{self, CloseReason, Connection, Context, Turn};
 use crate::deadlines::Deadlines;
 use crate::listeners::{self, Listener, describe};
 use crate::log_limit::LogLimiter;
 use crate::stats::Stats;
 use crate::token::{self, Source};
+use crate::transport;
 
 mod accept;
 mod shutdown;
@@ -87,6 +88,9 @@ pub struct Server {
     signals: Option<Signals>,
     /// Rate limit for warnings a client can provoke.
     client_warnings: LogLimiter,
+    /// Where every connection's reads land first (see [`Context::scratch`]):
+    /// allocated once, so a connection's own buffer holds only what arrived.
+    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for Server {
@@ -124,6 +128,7 @@ impl Server {
             None
         };
         let addresses = listeners.iter().map(|listener| listener.address).collect();
+        let scratch = vec![0; connection::scratch_len(&config)];
         Ok(Server {
             config,
             poll,
@@ -142,6 +147,7 @@ impl Server {
             waker,
             signals,
             client_warnings: LogLimiter::new(5, Duration::from_secs(10)),
+            scratch,
         })
     }
 
@@ -287,12 +293,13 @@ impl Server {
         let Some(client) = self.connections.get_mut(key) else {
             return;
         };
-        let cx = Context {
+        let mut cx = Context {
             config: &self.config,
             stats: &self.stats,
             now,
+            scratch: &mut self.scratch,
         };
-        client.yielded = client.connection.on_ready(&mut client.stream, &cx) == Turn::Yield;
+        client.yielded = client.connection.on_ready(&mut client.stream, &mut cx) == Turn::Yield;
         if client.yielded {
             self.yielded.push(client.token);
         }
@@ -366,6 +373,11 @@ impl Server {
             }
             _ => debug!("{name}: closed: {reason}"),
         }
+        if client.connection.closes_with_reset()
+            && let Err(e) = transport::reset_on_close(&client.stream)
+        {
+            trace!("{name}: cannot set SO_LINGER 0: {e}");
+        }
         drop(client);
         if self.accepting == Accepting::AtCapacity {
             debug!("below the connection limit again: accepting");
@@ -387,6 +399,7 @@ impl Server {
                 config: &self.config,
                 stats: &self.stats,
                 now,
+                scratch: &mut self.scratch,
             };
             client.connection.on_deadline(&cx);
             self.settle(key, now);
