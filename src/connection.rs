@@ -648,7 +648,7 @@ fn receive(
                 budget.bytes -= n;
                 cx.stats.bytes_in(n);
                 *last_progress = cx.now;
-                trace!("{name}: read: {} ({} buffered)", bytes(n), bytes(received.len()));
+                trace!("{name}: read: {} ({} buffered)", bytes(n), received.len());
                 match framing::scan(config.framing, received, *searched, config.max_message) {
                     Scan::Complete { len } => break Received::Line { len },
                     Scan::Oversize => break Received::Oversize,
@@ -658,7 +658,7 @@ fn receive(
             // The kernel's receive buffer is empty. In burst framing
             // this is where the message ends; otherwise wait for more.
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                trace!("{name}: read: would block ({} buffered)", bytes(received.len()));
+                trace!("{name}: read: would block ({} buffered)", received.len());
                 if config.framing == Framing::Burst && !received.is_empty() {
                     break Received::Burst;
                 }
@@ -678,7 +678,7 @@ fn receive(
             if rest > 0 {
                 // Bytes after the first line are not part of the message.
                 cx.stats.bytes_discarded(rest);
-                trace!("{name}: {} after the line not part of the message", bytes(rest));
+                trace!("{name}: {} after the line are not part of the message", bytes(rest));
                 message.truncate(len);
             }
             false
@@ -736,7 +736,7 @@ fn send(
                 budget.bytes -= n;
                 cx.stats.bytes_out(n);
                 *last_progress = cx.now;
-                let left = bytes(reply.len() - *written);
+                let left = reply.len() - *written;
                 if n < offered {
                     cx.stats.partial_write();
                     trace!("{name}: write: partial, {n} of {} ({left} left)", bytes(offered));
@@ -746,10 +746,7 @@ fn send(
             }
             // The send buffer is full: wait for a writable event.
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                trace!(
-                    "{name}: write: would block ({} left)",
-                    bytes(reply.len() - *written)
-                );
+                trace!("{name}: write: would block ({} left)", reply.len() - *written);
                 return Step::Wait;
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {
