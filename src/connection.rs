@@ -678,7 +678,10 @@ fn receive(
             if rest > 0 {
                 // Bytes after the first line are not part of the message.
                 cx.stats.bytes_discarded(rest);
-                trace!("{name}: {} after the line are not part of the message", bytes(rest));
+                trace!(
+                    "{name}: {} after the line are not part of the message",
+                    bytes(rest)
+                );
                 message.truncate(len);
             }
             false

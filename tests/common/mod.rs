@@ -278,3 +278,19 @@ impl Drop for RunningBinary {
         let _ = self.child.wait();
     }
 }
+
+/// Stops `server` and checks that every connection it accepted was counted
+/// as closed in exactly one way: once none is open, the `closed_*` counters
+/// add up to `accepted`. Returns the final counters.
+pub fn stop_accounted(server: TestServer) -> StatsSnapshot {
+    let stats = Arc::clone(&server.stats);
+    server.stop();
+    let last = stats.snapshot();
+    assert_eq!(last.open, 0, "connections left open after stop: {last:?}");
+    assert_eq!(
+        last.accepted,
+        last.closed(),
+        "accepted connections not each counted once as closed: {last:?}"
+    );
+    last
+}
