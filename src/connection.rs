@@ -3,20 +3,31 @@
 //! ```text
 //!               message complete           reply flushed,
 //!   accept ──► Receiving ──────────► Sending ───────────► Lingering ──► Closed
-//!                 │                        shutdown(Write)     ▲  client EOF,
-//!                 │ more than max_message                     │  or linger over
-//!                 └───────────── shutdown(Write) ──────────────┘
-//!   any state ──► Closed on a reset, an I/O error, a timeout or a shutdown cut-off
+//!                 │                     │  shutdown(Write)    ▲  client EOF,
+//!                 │ more than           │                     │  or linger over
+//!                 │ max_message         └──► Closed, with a reset (RST), on
+//!                 │                          a timeout, error or cut-off: the
+//!                 │                          reply was only partly written
+//!                 └───────────── shutdown(Write) ─────────────┘
+//!   Receiving, Lingering ──► Closed (orderly) on a reset, an I/O error,
+//!                            a timeout or a shutdown cut-off
 //! ```
+//!
+//! Every close is orderly (a FIN, after the lingering close where there is
+//! one) except a close out of `Sending` with part of the reply unwritten:
+//! that one is abortive, so the client cannot take the part for the whole.
+//! [`TRANSITIONS`] lists every arrow above as `(state, event, state)`.
 //!
 //! The connection owns no socket. Each input is a method: [`on_ready`]
 //! when the loop saw readiness, [`on_deadline`] when a timer fired,
-//! [`cut_off`] when shutdown ran out of grace. Each does the current state's
-//! work through a [`Transport`] and may move to the next state; every move
-//! goes through `set_state`, which logs `conn 3 (…): Receiving => Sending`
-//! at debug. The loop then asks [`interest`] and [`deadline`] what to wait
-//! for next. Because the transport is a trait, the unit tests drive every
-//! state through a scripted fake stream.
+//! [`cut_off`] when shutdown ran out of grace. Each runs the current
+//! state's step through a [`Transport`]; a step returns what happens next
+//! (wait, yield, or an [`Event`] and the next state), and one function,
+//! `apply`, makes every change of state, checks it against [`TRANSITIONS`]
+//! and logs `conn 3 (…): Receiving => Sending` at debug. The loop then asks
+//! [`interest`] and [`deadline`] what to wait for next, and
+//! [`closes_with_reset`] how to close. Because the transport is a trait,
+//! the unit tests drive every state through a scripted fake stream.
 //!
 //! The rule for every socket call here is the non-blocking one: repeat the
 //! call until the kernel says `WouldBlock`, because readiness is
@@ -27,6 +38,7 @@
 //! [`on_ready`]: Connection::on_ready
 //! [`on_deadline`]: Connection::on_deadline
 //! [`cut_off`]: Connection::cut_off
+//! [`closes_with_reset`]: Connection::closes_with_reset
 //! [`interest`]: Connection::interest
 //! [`deadline`]: Connection::deadline
 
