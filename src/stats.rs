@@ -128,6 +128,11 @@ impl Stats {
         counter.fetch_add(1, Relaxed);
     }
 
+    /// Connections open right now: accepted and not yet closed.
+    pub fn open(&self) -> u64 {
+        self.snapshot().open
+    }
+
     /// Reads every counter. The counters are read one by one while the
     /// loop may be counting, so a snapshot taken while connections come
     /// and go can be off by the few that moved meanwhile; `open` errs
@@ -200,5 +205,48 @@ impl fmt::Display for StatsSnapshot {
             self.closed_linger_timeout,
             self.closed_shutdown_cut_off,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ENDS: [CloseReason; 8] = [
+        CloseReason::Completed,
+        CloseReason::Oversize,
+        CloseReason::IdleTimeout,
+        CloseReason::ReadTimeout,
+        CloseReason::Reset,
+        CloseReason::IoError,
+        CloseReason::LingerTimeout,
+        CloseReason::ShutdownCutOff,
+    ];
+
+    #[test]
+    fn every_way_to_end_is_counted_and_open_is_what_is_left() {
+        let stats = Stats::default();
+        for _ in 0..ENDS.len() + 2 {
+            stats.accepted();
+        }
+        assert_eq!(stats.open(), ENDS.len() as u64 + 2);
+        for reason in ENDS {
+            stats.closed(reason);
+        }
+        let snapshot = stats.snapshot();
+        assert_eq!(snapshot.closed(), ENDS.len() as u64);
+        assert_eq!(snapshot.open, 2);
+        assert_eq!(snapshot.closed_completed, 1);
+        assert_eq!(snapshot.accepted, snapshot.open + snapshot.closed());
+    }
+
+    #[test]
+    fn the_summary_names_completed_after_replies() {
+        let stats = Stats::default();
+        stats.accepted();
+        stats.reply_completed();
+        stats.closed(CloseReason::Completed);
+        let line = stats.snapshot().to_string();
+        assert!(line.starts_with("accepted=1 replies=1 completed=1 "), "{line}");
     }
 }
