@@ -496,6 +496,8 @@ impl Connection {
     /// the same turn (a complete message is written at once, without
     /// waiting for a writable event).
     pub fn on_ready(&mut self, io: &mut impl Transport, cx: &mut Context) -> Turn {
+        // An empty scratch buffer would make every read look like end of stream.
+        debug_assert!(!cx.scratch.is_empty(), "on_ready needs a scratch buffer");
         let mut budget = Budget::new();
         loop {
             let name = self.name;
