@@ -615,6 +615,8 @@ impl Connection {
             next.kind()
         );
         debug!("{}: {} => {}", self.name, self.state, next);
+        #[cfg(test)]
+        tests::record_transition((self.state.kind(), event, next.kind()));
         self.state = next;
     }
 }

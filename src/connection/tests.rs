@@ -10,9 +10,11 @@
 //!
 //! The tests are grouped per state (`receiving`, `sending`, `lingering`,
 //! `closed`), then by concern (`framing`, `oversize`, `lingering_close`,
-//! `deadlines`, `cut_off`, `chunks`, `turn_budget`). Time is an `Instant`
+//! `deadlines`, `cut_off`, `chunks`, `turn_budget`, `abortive_close`,
+//! `memory`, `turn_calls`, `transitions`). Time is an `Instant`
 //! taken once per test plus explicit offsets: nothing sleeps.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind};
 use std::time::{Duration, Instant};
@@ -20,8 +22,8 @@ use std::time::{Duration, Instant};
 use mio::Interest;
 
 use super::{
-    CloseReason, Connection, Context, Name, State, StateKind, TRANSITIONS, TURN_BUDGET, TURN_CALLS, Turn,
-    scratch_len,
+    CloseReason, Connection, Context, Event, Name, State, StateKind, TRANSITIONS, TURN_BUDGET, TURN_CALLS,
+    Turn, scratch_len,
 };
 use crate::stats::{Stats, StatsSnapshot};
 use crate::transport::Transport;
@@ -2095,8 +2097,72 @@ mod turn_calls {
 // The transition table
 // ---------------------------------------------------------------------------
 
+thread_local! {
+    /// Every transition `apply` made on this thread, in order.
+    static TRANSITIONS_TAKEN: RefCell<Vec<(StateKind, Event, StateKind)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Called by `apply` in test builds.
+pub(super) fn record_transition(transition: (StateKind, Event, StateKind)) {
+    TRANSITIONS_TAKEN.with(|taken| taken.borrow_mut().push(transition));
+}
+
 mod transitions {
     use super::*;
+
+    /// One scenario per row of [`TRANSITIONS`], each ending with the row's
+    /// transition; together they must take every row, so the table holds
+    /// no transition the code cannot make.
+    #[test]
+    fn every_row_of_the_table_is_taken_by_some_input() {
+        let burst = Harness::new(Framing::Burst);
+        let line = Harness::new(Framing::Line);
+        let no_linger = Harness::with(Config {
+            linger: Duration::ZERO,
+            ..config(Framing::Burst)
+        });
+        // Receiving → Sending → Lingering; Lingering → Closed on the client's end.
+        let (mut conn, mut stream) = conn_lingering(&burst);
+        stream.push_reads([Read::Eof]);
+        burst.ready(&mut conn, &mut stream, ms(1));
+        // Receiving → Lingering (refused); then the linger runs out.
+        let (mut conn, _) = conn_lingering_after_oversize(&burst);
+        conn.on_deadline(&burst.at(LINGER));
+        // Receiving → Closed (refused, linger off).
+        let mut conn = no_linger.connection();
+        let mut stream = ScriptedStream::new().reading([Read::Data(vec![b'x'; MAX_MESSAGE + 1])]);
+        no_linger.ready(&mut conn, &mut stream, ms(1));
+        // Receiving → Closed: timed out, failed, abandoned.
+        let (mut conn, _) = conn_receiving(&line, b"half");
+        conn.on_deadline(&line.at(IDLE));
+        let (mut conn, mut stream) = conn_receiving(&line, b"half");
+        stream.push_reads([Read::Error(ErrorKind::ConnectionReset)]);
+        line.ready(&mut conn, &mut stream, ms(1));
+        conn_receiving(&line, b"half").0.cut_off();
+        // Sending → Closed: replied to a finished client, timed out,
+        // failed, abandoned.
+        let mut conn = burst.connection();
+        let mut stream = ScriptedStream::new().reading([data(b"abc"), Read::Eof]);
+        burst.ready(&mut conn, &mut stream, ms(1));
+        let (mut conn, _) = conn_sending(&burst, b"abc");
+        conn.on_deadline(&burst.at(IDLE));
+        let (mut conn, mut stream) = conn_sending(&burst, b"abc");
+        stream.push_writes([Write::Error(ErrorKind::BrokenPipe)]);
+        burst.ready(&mut conn, &mut stream, ms(1));
+        conn_sending(&burst, b"abc").0.cut_off();
+        // Lingering → Closed: failed, abandoned.
+        let (mut conn, mut stream) = conn_lingering(&burst);
+        stream.push_reads([Read::Error(ErrorKind::ConnectionReset)]);
+        burst.ready(&mut conn, &mut stream, ms(1));
+        conn_lingering(&burst).0.cut_off();
+
+        let taken = TRANSITIONS_TAKEN.with(|taken| taken.borrow().clone());
+        for row in TRANSITIONS {
+            assert!(taken.contains(row), "no input takes {row:?}");
+        }
+        // And `apply` checked each one against the table as it went.
+        assert!(taken.iter().all(|transition| TRANSITIONS.contains(transition)));
+    }
 
     #[test]
     fn nothing_leaves_closed_and_every_live_state_can_close() {
