@@ -3,20 +3,31 @@
 //! ```text
 //!               message complete           reply flushed,
 //!   accept ──► Receiving ──────────► Sending ───────────► Lingering ──► Closed
-//!                 │                        shutdown(Write)     ▲  client EOF,
-//!                 │ more than max_message                     │  or linger over
-//!                 └───────────── shutdown(Write) ──────────────┘
-//!   any state ──► Closed on a reset, an I/O error, a timeout or a shutdown cut-off
+//!                 │                     │  shutdown(Write)    ▲  client EOF,
+//!                 │ more than           │                     │  or linger over
+//!                 │ max_message         └──► Closed, with a reset (RST), on
+//!                 │                          a timeout, error or cut-off: the
+//!                 │                          reply was only partly written
+//!                 └───────────── shutdown(Write) ─────────────┘
+//!   Receiving, Lingering ──► Closed (orderly) on a reset, an I/O error,
+//!                            a timeout or a shutdown cut-off
 //! ```
+//!
+//! Every close is orderly (a FIN, after the lingering close where there is
+//! one) except a close out of `Sending` with part of the reply unwritten:
+//! that one is abortive, so the client cannot take the part for the whole.
+//! [`TRANSITIONS`] lists every arrow above as `(state, event, state)`.
 //!
 //! The connection owns no socket. Each input is a method: [`on_ready`]
 //! when the loop saw readiness, [`on_deadline`] when a timer fired,
-//! [`cut_off`] when shutdown ran out of grace. Each does the current state's
-//! work through a [`Transport`] and may move to the next state; every move
-//! goes through `set_state`, which logs `conn 3 (…): Receiving => Sending`
-//! at debug. The loop then asks [`interest`] and [`deadline`] what to wait
-//! for next. Because the transport is a trait, the unit tests drive every
-//! state through a scripted fake stream.
+//! [`cut_off`] when shutdown ran out of grace. Each runs the current
+//! state's step through a [`Transport`]; a step returns what happens next
+//! (wait, yield, or an [`Event`] and the next state), and one function,
+//! `apply`, makes every change of state, checks it against [`TRANSITIONS`]
+//! and logs `conn 3 (…): Receiving => Sending` at debug. The loop then asks
+//! [`interest`] and [`deadline`] what to wait for next, and
+//! [`closes_with_reset`] how to close. Because the transport is a trait,
+//! the unit tests drive every state through a scripted fake stream.
 //!
 //! The rule for every socket call here is the non-blocking one: repeat the
 //! call until the kernel says `WouldBlock`, because readiness is
@@ -27,6 +38,7 @@
 //! [`on_ready`]: Connection::on_ready
 //! [`on_deadline`]: Connection::on_deadline
 //! [`cut_off`]: Connection::cut_off
+//! [`closes_with_reset`]: Connection::closes_with_reset
 //! [`interest`]: Connection::interest
 //! [`deadline`]: Connection::deadline
 
@@ -54,13 +66,32 @@ use crate::transport::Transport;
 /// serving the others.
 pub(crate) const TURN_BUDGET: usize = 1024 * 1024;
 
+/// `read` and `write` calls one connection may make in one turn before it
+/// yields to the others.
+///
+/// Bytes alone do not bound a turn: with `--read-chunk 1` the byte budget
+/// is a million system calls, long enough for every other client to notice.
+/// 64 calls still drain an ordinary client in one turn (64 default-sized
+/// chunks are a megabyte, the byte budget), while a client that floods a
+/// server configured with tiny chunks holds the thread for at most 64 calls,
+/// tens of microseconds, before the others get their turn.
+pub(crate) const TURN_CALLS: usize = 64;
+
+/// The largest scratch buffer a server needs for `config`: one read never
+/// asks for more than `read_chunk`, nor for more than the turn's byte budget.
+pub fn scratch_len(config: &Config) -> usize {
+    config.read_chunk.clamp(1, TURN_BUDGET)
+}
+
 /// What a connection is doing.
 #[derive(Debug)]
 pub enum State {
     /// Reading the message. `received` holds what has arrived;
     /// `searched` is how much of it has been searched for a newline.
     Receiving {
-        /// Bytes so far.
+        /// Bytes so far. Grows only by what arrived, so its capacity stays
+        /// within about twice the bytes the client sent, whatever
+        /// `read_chunk` is: reads land in the loop's scratch buffer first.
         received: Vec<u8>,
         /// How far line framing has looked for `\n`.
         searched: usize,
@@ -85,35 +116,152 @@ pub enum State {
         until: Instant,
         /// Bytes thrown away so far.
         discarded: u64,
-        /// How the connection counts when lingering ends normally:
-        /// `Completed` after a reply, `Oversize` after a refusal.
-        ending: CloseReason,
+        /// What the connection did before lingering, which decides how it
+        /// counts when it ends.
+        ending: Ending,
     },
     /// Finished: the loop deregisters the socket and frees the slot.
-    Closed(CloseReason),
+    Closed {
+        /// Why, as counted in [`Stats`].
+        reason: CloseReason,
+        /// The reply was cut off part-way, so the socket must be closed
+        /// with a reset (SO_LINGER 0): an orderly FIN after a partial reply
+        /// would let the client take the partial reply for a whole one.
+        abortive: bool,
+    },
 }
 
+/// The kind of a [`State`], without its data: what the transition table
+/// talks about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateKind {
+    /// [`State::Receiving`].
+    Receiving,
+    /// [`State::Sending`].
+    Sending,
+    /// [`State::Lingering`].
+    Lingering,
+    /// [`State::Closed`].
+    Closed,
+}
+
+/// What makes a connection change state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The whole message arrived (a line, a burst, or end of stream).
+    MessageComplete,
+    /// More than `max_message` bytes arrived without a complete message.
+    MessageTooLong,
+    /// The kernel took the last byte of the reply.
+    ReplyWritten,
+    /// A read returned end of stream while lingering.
+    ClientClosed,
+    /// The linger period ran out.
+    LingerOver,
+    /// The read timeout or the idle timeout passed.
+    TimedOut,
+    /// A read, write or shutdown failed.
+    Failed,
+    /// The loop gave up on the connection (shutdown cut-off, a failed
+    /// re-registration).
+    Abandoned,
+}
+
+/// Every state change a connection can make: `(from, event, to)`. The one
+/// function that changes state checks each change against this table (in
+/// debug builds), so the table, the diagram in the module docs and the code
+/// cannot drift apart unnoticed.
+pub const TRANSITIONS: &[(StateKind, Event, StateKind)] = {
+    use Event::*;
+    use StateKind::*;
+    &[
+        (Receiving, MessageComplete, Sending),
+        // Refused: shut down, then linger, or close at once with linger off.
+        (Receiving, MessageTooLong, Lingering),
+        (Receiving, MessageTooLong, Closed),
+        (Receiving, TimedOut, Closed),
+        (Receiving, Failed, Closed),
+        (Receiving, Abandoned, Closed),
+        // Replied: shut down, then linger, or close at once when the client
+        // has already finished or linger is off.
+        (Sending, ReplyWritten, Lingering),
+        (Sending, ReplyWritten, Closed),
+        (Sending, TimedOut, Closed),
+        (Sending, Failed, Closed),
+        (Sending, Abandoned, Closed),
+        (Lingering, ClientClosed, Closed),
+        (Lingering, LingerOver, Closed),
+        (Lingering, Failed, Closed),
+        (Lingering, Abandoned, Closed),
+    ]
+};
+
 impl State {
-    fn name(&self) -> &'static str {
+    /// The kind of state, without its data.
+    pub fn kind(&self) -> StateKind {
         match self {
-            State::Receiving { .. } => "Receiving",
-            State::Sending { .. } => "Sending",
-            State::Lingering { .. } => "Lingering",
-            State::Closed(_) => "Closed",
+            State::Receiving { .. } => StateKind::Receiving,
+            State::Sending { .. } => StateKind::Sending,
+            State::Lingering { .. } => StateKind::Lingering,
+            State::Closed { .. } => StateKind::Closed,
         }
+    }
+
+    /// Part of a reply has gone out but not all of it.
+    fn reply_unfinished(&self) -> bool {
+        matches!(self, State::Sending { reply, written, .. } if *written < reply.len())
     }
 }
 
 impl fmt::Display for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            State::Closed(reason) => write!(f, "Closed({reason})"),
-            other => f.write_str(other.name()),
+            State::Closed {
+                reason,
+                abortive: false,
+            } => write!(f, "Closed({reason})"),
+            State::Closed {
+                reason,
+                abortive: true,
+            } => write!(f, "Closed({reason}, reply cut off: reset)"),
+            other => write!(f, "{:?}", other.kind()),
         }
     }
 }
 
-/// Why a connection ended.
+/// How a lingering connection got there, which decides how it counts when
+/// it ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// After a reply written in full.
+    Replied,
+    /// After refusing a message longer than `max_message`.
+    Refused,
+}
+
+impl Ending {
+    /// How a connection with this ending counts when it closes for
+    /// `reason`. A refused client counts as oversize however it goes
+    /// (closing, resetting, lingering too long): the refusal is what an
+    /// operator wants to see counted.
+    fn counted_as(self, reason: CloseReason) -> CloseReason {
+        match self {
+            Ending::Replied => reason,
+            Ending::Refused => CloseReason::Oversize,
+        }
+    }
+
+    /// The event that started the lingering close.
+    fn event(self) -> Event {
+        match self {
+            Ending::Replied => Event::ReplyWritten,
+            Ending::Refused => Event::MessageTooLong,
+        }
+    }
+}
+
+/// Why a connection ended. Every accepted connection ends in exactly one of
+/// these, and each has its counter in [`Stats`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CloseReason {
     /// The reply was delivered and the client closed (or lingering was off).
@@ -154,8 +302,9 @@ impl fmt::Display for CloseReason {
 pub enum Turn {
     /// Nothing more can happen until the next readiness event or deadline.
     Wait,
-    /// The turn's byte budget ran out while the socket may still be ready:
-    /// call [`Connection::on_ready`] again soon, even without an event.
+    /// The turn's budget (bytes or calls) ran out while the socket may still
+    /// be ready: call [`Connection::on_ready`] again soon, even without an
+    /// event.
     Yield,
 }
 
@@ -168,6 +317,12 @@ pub struct Context<'a> {
     /// The time of this wakeup. One reading per wakeup is precise enough for
     /// second-scale timeouts and saves a clock call per socket call.
     pub now: Instant,
+    /// Where reads land before their bytes are appended to a message (or
+    /// thrown away while lingering). One buffer for the whole loop, of
+    /// [`scratch_len`] bytes: a connection's own buffer then grows only by
+    /// the bytes that arrived, and no byte of it is zeroed in advance.
+    /// [`Connection::on_ready`] needs it non-empty; other inputs ignore it.
+    pub scratch: &'a mut [u8],
 }
 
 /// How a connection appears in logs: `conn 3 (127.0.0.1:50312)`.
@@ -189,6 +344,22 @@ impl fmt::Display for Name {
     }
 }
 
+/// A byte count that reads right in a log line: `1 byte`, `2 bytes`.
+pub(crate) struct Bytes(u64);
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            1 => f.write_str("1 byte"),
+            n => write!(f, "{n} bytes"),
+        }
+    }
+}
+
+pub(crate) fn bytes(n: impl TryInto<u64>) -> Bytes {
+    Bytes(n.try_into().unwrap_or(u64::MAX))
+}
+
 /// One client connection's state and timing.
 #[derive(Debug)]
 pub struct Connection {
@@ -199,14 +370,47 @@ pub struct Connection {
     last_progress: Instant,
 }
 
-/// The outcome of one step inside a turn.
+/// What one state's step found: stay, or move on. [`Connection::apply`]
+/// is the one place that acts on a move.
 enum Step {
-    /// The state changed and the new state can work at once.
-    Continue,
-    /// Blocked until the next event (or finished).
+    /// Blocked until the next event.
     Wait,
     /// Out of budget.
     Yield,
+    /// `Event` happened: change to the next state, which may be able to
+    /// work at once.
+    Move(Event, Next),
+}
+
+/// The state to move to, with what only the step knows.
+enum Next {
+    Sending { reply: Vec<u8>, peer_finished: bool },
+    Lingering { until: Instant, ending: Ending },
+    Closed(CloseReason),
+}
+
+/// What one turn may still spend.
+struct Budget {
+    bytes: usize,
+    calls: usize,
+}
+
+impl Budget {
+    fn new() -> Self {
+        Budget {
+            bytes: TURN_BUDGET,
+            calls: TURN_CALLS,
+        }
+    }
+
+    /// Whether another socket call fits; counts it if so.
+    fn take_call(&mut self) -> bool {
+        if self.bytes == 0 || self.calls == 0 {
+            return false;
+        }
+        self.calls -= 1;
+        true
+    }
 }
 
 /// What the receive loop found.
@@ -250,9 +454,17 @@ impl Connection {
     /// Why the connection closed, once it has.
     pub fn close_reason(&self) -> Option<CloseReason> {
         match self.state {
-            State::Closed(reason) => Some(reason),
+            State::Closed { reason, .. } => Some(reason),
             _ => None,
         }
+    }
+
+    /// Closed with a reply cut off part-way: the loop must close the socket
+    /// with a reset (SO_LINGER 0), not the usual FIN, so that the client
+    /// cannot mistake the partial reply for a whole one. This is what
+    /// nginx's `reset_timedout_connection` does.
+    pub fn closes_with_reset(&self) -> bool {
+        matches!(self.state, State::Closed { abortive: true, .. })
     }
 
     /// The readiness to wait for: interest follows state. `None` once closed.
@@ -260,7 +472,7 @@ impl Connection {
         match self.state {
             State::Receiving { .. } | State::Lingering { .. } => Some(Interest::READABLE),
             State::Sending { .. } => Some(Interest::WRITABLE),
-            State::Closed(_) => None,
+            State::Closed { .. } => None,
         }
     }
 
@@ -274,27 +486,57 @@ impl Connection {
             }
             State::Sending { .. } => idle,
             State::Lingering { until, .. } => Some(until),
-            State::Closed(_) => None,
+            State::Closed { .. } => None,
         }
     }
 
     /// The socket may be ready: do as much of the current state's work as
-    /// the kernel allows without blocking. A state that finishes hands over
-    /// to the next one in the same turn (a complete message is written at
-    /// once, without waiting for a writable event).
-    pub fn on_ready(&mut self, io: &mut impl Transport, cx: &Context) -> Turn {
-        let mut budget = TURN_BUDGET;
+    /// the kernel allows without blocking, within the turn's budget of
+    /// bytes and calls. A state that finishes hands over to the next one in
+    /// the same turn (a complete message is written at once, without
+    /// waiting for a writable event).
+    pub fn on_ready(&mut self, io: &mut impl Transport, cx: &mut Context) -> Turn {
+        // An empty scratch buffer would make every read look like end of stream.
+        debug_assert!(!cx.scratch.is_empty(), "on_ready needs a scratch buffer");
+        let mut budget = Budget::new();
         loop {
-            let step = match self.state {
-                State::Receiving { .. } => self.receive(io, cx, &mut budget),
-                State::Sending { .. } => self.send(io, cx, &mut budget),
-                State::Lingering { .. } => self.discard(io, cx, &mut budget),
-                State::Closed(_) => Step::Wait,
+            let name = self.name;
+            let step = match &mut self.state {
+                State::Receiving { received, searched } => receive(
+                    name,
+                    received,
+                    searched,
+                    &mut self.last_progress,
+                    io,
+                    cx,
+                    &mut budget,
+                ),
+                State::Sending {
+                    reply,
+                    written,
+                    peer_finished,
+                } => send(
+                    name,
+                    reply,
+                    written,
+                    *peer_finished,
+                    &mut self.last_progress,
+                    io,
+                    cx,
+                    &mut budget,
+                ),
+                State::Lingering {
+                    discarded, ending, ..
+                } => discard(name, discarded, *ending, io, cx, &mut budget),
+                State::Closed { .. } => Step::Wait,
             };
             match step {
-                Step::Continue => {}
                 Step::Wait => return Turn::Wait,
-                Step::Yield => return Turn::Yield,
+                Step::Yield => {
+                    cx.stats.turn_yielded();
+                    return Turn::Yield;
+                }
+                Step::Move(event, next) => self.apply(event, next),
             }
         }
     }
@@ -307,31 +549,28 @@ impl Connection {
             Some(deadline) if deadline <= cx.now => {}
             _ => return false,
         }
-        let reason = match &self.state {
+        let (event, reason) = match &self.state {
             State::Receiving { .. } => {
                 let read_expired = cx
                     .config
                     .read_timeout
                     .is_some_and(|timeout| self.accepted_at + timeout <= cx.now);
                 if read_expired {
-                    CloseReason::ReadTimeout
+                    (Event::TimedOut, CloseReason::ReadTimeout)
                 } else {
-                    CloseReason::IdleTimeout
+                    (Event::TimedOut, CloseReason::IdleTimeout)
                 }
             }
-            State::Sending { .. } => CloseReason::IdleTimeout,
+            State::Sending { .. } => (Event::TimedOut, CloseReason::IdleTimeout),
             State::Lingering {
                 discarded, ending, ..
             } => {
-                debug!("{}: linger over, discarded {discarded} bytes", self.name);
-                match ending {
-                    CloseReason::Completed => CloseReason::LingerTimeout,
-                    other => *other,
-                }
+                debug!("{}: linger over, discarded {}", self.name, bytes(*discarded));
+                (Event::LingerOver, ending.counted_as(CloseReason::LingerTimeout))
             }
-            State::Closed(_) => return false,
+            State::Closed { .. } => return false,
         };
-        self.set_state(State::Closed(reason));
+        self.apply(event, Next::Closed(reason));
         true
     }
 
@@ -343,264 +582,291 @@ impl Connection {
     /// The loop gives up on this connection for `reason`: close now,
     /// whatever the state. Does nothing once closed.
     pub fn abandon(&mut self, reason: CloseReason) {
-        if !matches!(self.state, State::Closed(_)) {
-            self.set_state(State::Closed(reason));
+        if !matches!(self.state, State::Closed { .. }) {
+            self.apply(Event::Abandoned, Next::Closed(reason));
         }
     }
 
-    /// Every transition passes through here, so the debug log shows them all.
-    fn set_state(&mut self, next: State) {
+    /// The one place that changes state. Every transition is in
+    /// [`TRANSITIONS`] and is logged, `conn 3 (…): Receiving => Sending`, at
+    /// debug. A close from `Sending` with part of the reply unwritten is
+    /// marked abortive here, whatever caused it.
+    fn apply(&mut self, event: Event, next: Next) {
+        let next = match next {
+            Next::Sending { reply, peer_finished } => State::Sending {
+                reply,
+                written: 0,
+                peer_finished,
+            },
+            Next::Lingering { until, ending } => State::Lingering {
+                until,
+                discarded: 0,
+                ending,
+            },
+            Next::Closed(reason) => State::Closed {
+                reason,
+                abortive: self.state.reply_unfinished(),
+            },
+        };
+        debug_assert!(
+            TRANSITIONS.contains(&(self.state.kind(), event, next.kind())),
+            "{:?} --{event:?}--> {:?} is not in TRANSITIONS",
+            self.state.kind(),
+            next.kind()
+        );
         debug!("{}: {} => {}", self.name, self.state, next);
+        #[cfg(test)]
+        tests::record_transition((self.state.kind(), event, next.kind()));
         self.state = next;
     }
+}
 
-    /// Receiving: read until the message is complete or the kernel has no
-    /// more for now.
-    fn receive(&mut self, io: &mut impl Transport, cx: &Context, budget: &mut usize) -> Step {
-        let name = self.name;
-        let config = cx.config;
-        let State::Receiving { received, searched } = &mut self.state else {
-            return Step::Continue;
-        };
-        let outcome = loop {
-            if *budget == 0 {
-                return Step::Yield;
-            }
-            // Ask for at most one byte past the limit: reading that byte is
-            // how we learn the client sent too much, without buffering more.
-            let room = config
-                .max_message
-                .saturating_add(1)
-                .saturating_sub(received.len());
-            let want = config.read_chunk.min(room).min(*budget);
-            let start = received.len();
-            received.resize(start + want, 0);
-            let result = io.read(&mut received[start..]);
-            received.truncate(start + result.as_ref().map_or(0, |&n| n));
-            match result {
-                // 0 bytes from a non-empty buffer: the client shut down its
-                // write half (the seed's `recv` returning b"").
-                Ok(0) => {
-                    trace!("{name}: read: 0 bytes, end of stream");
-                    break Received::EndOfStream;
-                }
-                Ok(n) => {
-                    *budget -= n;
-                    cx.stats.bytes_in(n);
-                    self.last_progress = cx.now;
-                    trace!("{name}: read: {n} bytes ({} buffered)", received.len());
-                    match framing::scan(config.framing, received, *searched, config.max_message) {
-                        Scan::Complete { len } => break Received::Line { len },
-                        Scan::Oversize => break Received::Oversize,
-                        Scan::Incomplete => *searched = received.len(),
-                    }
-                }
-                // The kernel's receive buffer is empty. In burst framing
-                // this is where the message ends; otherwise wait for more.
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    trace!("{name}: read: would block ({} buffered)", received.len());
-                    if config.framing == Framing::Burst && !received.is_empty() {
-                        break Received::Burst;
-                    }
-                    return Step::Wait;
-                }
-                // A signal arrived during the call; nothing was lost.
-                Err(e) if e.kind() == ErrorKind::Interrupted => {
-                    trace!("{name}: read: interrupted, retrying");
-                }
-                Err(e) => break Received::Failed(e),
-            }
-        };
-        let mut message = std::mem::take(received);
-        match outcome {
-            Received::Line { len } => {
-                let rest = message.len() - len;
-                if rest > 0 {
-                    // Bytes after the first line are not part of the message.
-                    cx.stats.bytes_discarded(rest);
-                    trace!("{name}: {rest} bytes after the line are not part of the message");
-                    message.truncate(len);
-                }
-                self.start_reply(message, false, cx)
-            }
-            Received::Burst => self.start_reply(message, false, cx),
-            Received::EndOfStream => self.start_reply(message, true, cx),
-            Received::Oversize => {
-                debug!(
-                    "{name}: more than {} bytes without a complete message",
-                    config.max_message
-                );
-                self.shut_down_writing(io, cx, false, CloseReason::Oversize)
-            }
-            Received::Failed(e) => self.fail("read", e),
+/// Receiving: read until the message is complete or the kernel has no
+/// more for now. Reads go into the loop's scratch buffer and only the bytes
+/// that arrived are appended to `received`, so a client that sent two
+/// bytes holds a buffer of a few bytes, not of `read_chunk`.
+fn receive(
+    name: Name,
+    received: &mut Vec<u8>,
+    searched: &mut usize,
+    last_progress: &mut Instant,
+    io: &mut impl Transport,
+    cx: &mut Context,
+    budget: &mut Budget,
+) -> Step {
+    let config = cx.config;
+    let outcome = loop {
+        if !budget.take_call() {
+            return Step::Yield;
         }
-    }
-
-    fn start_reply(&mut self, message: Vec<u8>, peer_finished: bool, cx: &Context) -> Step {
-        let reply = framing::into_reply(cx.config.framing, message);
-        self.set_state(State::Sending {
-            reply,
-            written: 0,
-            peer_finished,
-        });
-        // Write at once: the send buffer almost always has room, so waiting
-        // for a writable event first would only cost a trip through poll.
-        Step::Continue
-    }
-
-    /// Sending: write until the whole reply is in the kernel or it has no
-    /// room for now. A partial write is normal on a non-blocking socket: the
-    /// rest waits for the next writable event.
-    fn send(&mut self, io: &mut impl Transport, cx: &Context, budget: &mut usize) -> Step {
-        let name = self.name;
-        let chunk = cx.config.write_chunk.unwrap_or(usize::MAX);
-        let State::Sending {
-            reply,
-            written,
-            peer_finished,
-        } = &mut self.state
-        else {
-            return Step::Continue;
-        };
-        while *written < reply.len() {
-            if *budget == 0 {
-                return Step::Yield;
+        // Ask for at most one byte past the limit: reading that byte is
+        // how we learn the client sent too much, without buffering more.
+        let room = config
+            .max_message
+            .saturating_add(1)
+            .saturating_sub(received.len());
+        let want = config
+            .read_chunk
+            .min(room)
+            .min(budget.bytes)
+            .min(cx.scratch.len());
+        match io.read(&mut cx.scratch[..want]) {
+            // 0 bytes from a non-empty buffer: the client shut down its
+            // write half (the seed's `recv` returning b"").
+            Ok(0) => {
+                trace!("{name}: read: 0 bytes, end of stream");
+                break Received::EndOfStream;
             }
-            let offered = (reply.len() - *written).min(chunk).min(*budget);
-            match io.write(&reply[*written..*written + offered]) {
-                Ok(0) => {
-                    let error = io::Error::new(ErrorKind::WriteZero, "write took no bytes");
-                    return self.fail("write", error);
+            Ok(n) => {
+                // Amortised growth: the capacity at most doubles past what
+                // has arrived.
+                received.extend_from_slice(&cx.scratch[..n]);
+                budget.bytes -= n;
+                cx.stats.bytes_in(n);
+                *last_progress = cx.now;
+                trace!("{name}: read: {} ({} buffered)", bytes(n), received.len());
+                match framing::scan(config.framing, received, *searched, config.max_message) {
+                    Scan::Complete { len } => break Received::Line { len },
+                    Scan::Oversize => break Received::Oversize,
+                    Scan::Incomplete => *searched = received.len(),
                 }
-                Ok(n) => {
-                    *written += n;
-                    *budget -= n;
-                    cx.stats.bytes_out(n);
-                    self.last_progress = cx.now;
-                    let left = reply.len() - *written;
-                    if n < offered {
-                        cx.stats.partial_write();
-                        trace!("{name}: write: partial, {n} of {offered} bytes ({left} left)");
-                    } else {
-                        trace!("{name}: write: {n} bytes ({left} left)");
-                    }
-                }
-                // The send buffer is full: wait for a writable event.
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    trace!("{name}: write: would block ({} left)", reply.len() - *written);
-                    return Step::Wait;
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {
-                    trace!("{name}: write: interrupted, retrying");
-                }
-                Err(e) => return self.fail("write", e),
             }
-        }
-        cx.stats.reply_completed();
-        let peer_finished = *peer_finished;
-        self.shut_down_writing(io, cx, peer_finished, CloseReason::Completed)
-    }
-
-    /// The first step of a lingering close: send our FIN, so the client sees
-    /// end of stream right after the reply, then linger unless there is no
-    /// need to.
-    fn shut_down_writing(
-        &mut self,
-        io: &mut impl Transport,
-        cx: &Context,
-        peer_finished: bool,
-        ending: CloseReason,
-    ) -> Step {
-        if let Err(e) = io.shutdown_write() {
-            // A refused client that already reset still counts as refused,
-            // as it does when the reset shows up while lingering.
-            if ending == CloseReason::Oversize {
-                debug!("{}: shutdown failed: {e}", self.name);
-                self.set_state(State::Closed(CloseReason::Oversize));
+            // The kernel's receive buffer is empty. In burst framing
+            // this is where the message ends; otherwise wait for more.
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                trace!("{name}: read: would block ({} buffered)", received.len());
+                if config.framing == Framing::Burst && !received.is_empty() {
+                    break Received::Burst;
+                }
                 return Step::Wait;
             }
-            return self.fail("shutdown", e);
+            // A signal arrived during the call; nothing was lost.
+            Err(e) if e.kind() == ErrorKind::Interrupted => {
+                trace!("{name}: read: interrupted, retrying");
+            }
+            Err(e) => break Received::Failed(e),
         }
-        trace!("{}: shutdown(Write) done", self.name);
-        if peer_finished || cx.config.linger.is_zero() {
-            // The client has already closed its side, so nothing can
-            // arrive to provoke a reset: close straight away.
-            self.set_state(State::Closed(ending));
-            return Step::Wait;
+    };
+    let mut message = std::mem::take(received);
+    let peer_finished = match outcome {
+        Received::Line { len } => {
+            let rest = message.len() - len;
+            if rest > 0 {
+                // Bytes after the first line are not part of the message.
+                cx.stats.bytes_discarded(rest);
+                trace!(
+                    "{name}: {} after the line are not part of the message",
+                    bytes(rest)
+                );
+                message.truncate(len);
+            }
+            false
         }
-        let until = cx.now + cx.config.linger;
-        self.set_state(State::Lingering {
-            until,
-            discarded: 0,
+        Received::Burst => false,
+        Received::EndOfStream => true,
+        Received::Oversize => {
+            debug!(
+                "{name}: more than {} without a complete message",
+                bytes(config.max_message)
+            );
+            return shut_down_writing(name, io, cx, Ending::Refused, false);
+        }
+        Received::Failed(e) => return failed(failure(name, "read", &e)),
+    };
+    // Write at once (the next step): the send buffer almost always has
+    // room, so waiting for a writable event first would only cost a trip
+    // through poll.
+    Step::Move(
+        Event::MessageComplete,
+        Next::Sending {
+            reply: framing::into_reply(config.framing, message),
+            peer_finished,
+        },
+    )
+}
+
+/// Sending: write until the whole reply is in the kernel or it has no room
+/// for now. A partial write is normal on a non-blocking socket: the rest
+/// waits for the next writable event.
+#[allow(clippy::too_many_arguments)]
+fn send(
+    name: Name,
+    reply: &[u8],
+    written: &mut usize,
+    peer_finished: bool,
+    last_progress: &mut Instant,
+    io: &mut impl Transport,
+    cx: &Context,
+    budget: &mut Budget,
+) -> Step {
+    let chunk = cx.config.write_chunk.unwrap_or(usize::MAX);
+    while *written < reply.len() {
+        if !budget.take_call() {
+            return Step::Yield;
+        }
+        let offered = (reply.len() - *written).min(chunk).min(budget.bytes);
+        match io.write(&reply[*written..*written + offered]) {
+            Ok(0) => {
+                let error = io::Error::new(ErrorKind::WriteZero, "write took no bytes");
+                return failed(failure(name, "write", &error));
+            }
+            Ok(n) => {
+                *written += n;
+                budget.bytes -= n;
+                cx.stats.bytes_out(n);
+                *last_progress = cx.now;
+                let left = reply.len() - *written;
+                if n < offered {
+                    cx.stats.partial_write();
+                    trace!("{name}: write: partial, {n} of {} ({left} left)", bytes(offered));
+                } else {
+                    trace!("{name}: write: {} ({left} left)", bytes(n));
+                }
+            }
+            // The send buffer is full: wait for a writable event.
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                trace!("{name}: write: would block ({} left)", reply.len() - *written);
+                return Step::Wait;
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {
+                trace!("{name}: write: interrupted, retrying");
+            }
+            Err(e) => return failed(failure(name, "write", &e)),
+        }
+    }
+    cx.stats.reply_completed();
+    shut_down_writing(name, io, cx, Ending::Replied, peer_finished)
+}
+
+/// The first step of a lingering close: send our FIN, so the client sees
+/// end of stream right after the reply (or the refusal), then linger unless
+/// there is no need to.
+fn shut_down_writing(
+    name: Name,
+    io: &mut impl Transport,
+    cx: &Context,
+    ending: Ending,
+    peer_finished: bool,
+) -> Step {
+    if let Err(e) = io.shutdown_write() {
+        return failed(ending.counted_as(failure(name, "shutdown", &e)));
+    }
+    trace!("{name}: shutdown(Write) done");
+    if peer_finished || cx.config.linger.is_zero() {
+        // The client has already closed its side, so nothing can arrive to
+        // provoke a reset: close straight away.
+        let reason = ending.counted_as(CloseReason::Completed);
+        return Step::Move(ending.event(), Next::Closed(reason));
+    }
+    // Discard at once (the next step) whatever is already waiting.
+    Step::Move(
+        ending.event(),
+        Next::Lingering {
+            until: cx.now + cx.config.linger,
             ending,
-        });
-        // Discard at once whatever is already waiting.
-        Step::Continue
-    }
+        },
+    )
+}
 
-    /// Lingering: read and throw away until the client closes.
-    fn discard(&mut self, io: &mut impl Transport, cx: &Context, budget: &mut usize) -> Step {
-        let name = self.name;
-        let State::Lingering {
-            discarded, ending, ..
-        } = &mut self.state
-        else {
-            return Step::Continue;
-        };
-        let mut scratch = [0u8; 4096];
-        let chunk = cx.config.read_chunk.min(scratch.len());
-        loop {
-            if *budget == 0 {
-                return Step::Yield;
+/// Lingering: read and throw away until the client closes.
+fn discard(
+    name: Name,
+    discarded: &mut u64,
+    ending: Ending,
+    io: &mut impl Transport,
+    cx: &mut Context,
+    budget: &mut Budget,
+) -> Step {
+    loop {
+        if !budget.take_call() {
+            return Step::Yield;
+        }
+        let want = cx.config.read_chunk.min(budget.bytes).min(cx.scratch.len());
+        match io.read(&mut cx.scratch[..want]) {
+            Ok(0) => {
+                debug!(
+                    "{name}: client closed; discarded {} while lingering",
+                    bytes(*discarded)
+                );
+                let reason = ending.counted_as(CloseReason::Completed);
+                return Step::Move(Event::ClientClosed, Next::Closed(reason));
             }
-            match io.read(&mut scratch[..chunk.min(*budget)]) {
-                Ok(0) => {
-                    debug!("{name}: client closed; discarded {discarded} bytes while lingering");
-                    let ending = *ending;
-                    self.set_state(State::Closed(ending));
-                    return Step::Wait;
-                }
-                // Deliberately no `last_progress` here: the linger deadline
-                // is absolute, or a client could hold the slot forever by
-                // sending a byte now and then.
-                Ok(n) => {
-                    *discarded += n as u64;
-                    *budget -= n;
-                    cx.stats.bytes_in(n);
-                    cx.stats.bytes_discarded(n);
-                    trace!("{name}: read: {n} bytes discarded");
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    trace!("{name}: read: would block (lingering)");
-                    return Step::Wait;
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {
-                    trace!("{name}: read: interrupted, retrying");
-                }
-                // A refused client that resets still counts as refused.
-                Err(e) if *ending == CloseReason::Oversize => {
-                    debug!("{name}: read while lingering failed: {e}");
-                    self.set_state(State::Closed(CloseReason::Oversize));
-                    return Step::Wait;
-                }
-                Err(e) => return self.fail("read", e),
+            // Deliberately no `last_progress` here: the linger deadline is
+            // absolute, or a client could hold the slot forever by sending
+            // a byte now and then.
+            Ok(n) => {
+                *discarded += n as u64;
+                budget.bytes -= n;
+                cx.stats.bytes_in(n);
+                cx.stats.bytes_discarded(n);
+                trace!("{name}: read: {} discarded", bytes(n));
             }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                trace!("{name}: read: would block (lingering)");
+                return Step::Wait;
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {
+                trace!("{name}: read: interrupted, retrying");
+            }
+            Err(e) => return failed(ending.counted_as(failure(name, "read", &e))),
         }
     }
+}
 
-    /// An I/O error ends this connection only.
-    fn fail(&mut self, operation: &str, error: io::Error) -> Step {
-        debug!("{}: {operation} failed: {error}", self.name);
-        let reason = match error.kind() {
-            ErrorKind::ConnectionReset
-            | ErrorKind::ConnectionAborted
-            | ErrorKind::BrokenPipe
-            | ErrorKind::NotConnected => CloseReason::Reset,
-            _ => CloseReason::IoError,
-        };
-        self.set_state(State::Closed(reason));
-        Step::Wait
+/// An I/O error ends this connection only: logs it and says how it counts.
+fn failure(name: Name, operation: &str, error: &io::Error) -> CloseReason {
+    debug!("{name}: {operation} failed: {error}");
+    match error.kind() {
+        ErrorKind::ConnectionReset
+        | ErrorKind::ConnectionAborted
+        | ErrorKind::BrokenPipe
+        | ErrorKind::NotConnected => CloseReason::Reset,
+        _ => CloseReason::IoError,
     }
+}
+
+fn failed(reason: CloseReason) -> Step {
+    Step::Move(Event::Failed, Next::Closed(reason))
 }
 
 #[cfg(test)]

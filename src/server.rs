@@ -33,7 +33,7 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::Config;
-use crate::connection::{CloseReason, Connection, Context, Name, Turn};
+use crate::connection::{self, CloseReason, Connection, Context, Name, Turn};
 use crate::deadlines::Deadlines;
 use crate::error::{describe, interrupted};
 use crate::listeners::{self, Listener};
@@ -84,6 +84,9 @@ pub struct Server {
     signals: Option<Signals>,
     /// One rate limit per kind of log line a client can cause.
     lines: ClientLines,
+    /// Where every connection's reads land first (see [`Context::scratch`]):
+    /// allocated once, so a connection's own buffer holds only what arrived.
+    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for Server {
@@ -100,8 +103,13 @@ impl std::fmt::Debug for Server {
 /// Built in this one place so that the loop's turns and timers agree. It
 /// takes the fields it borrows rather than `&self`, so that a client in
 /// `connections` can be borrowed mutably beside it.
-fn context<'a>(config: &'a Config, stats: &'a Stats, now: Instant) -> Context<'a> {
-    Context { config, stats, now }
+fn context<'a>(config: &'a Config, stats: &'a Stats, scratch: &'a mut [u8], now: Instant) -> Context<'a> {
+    Context {
+        config,
+        stats,
+        now,
+        scratch,
+    }
 }
 
 impl Server {
@@ -126,6 +134,7 @@ impl Server {
         } else {
             None
         };
+        let scratch = vec![0; connection::scratch_len(&config)];
         Ok(Server {
             per_address: PerAddress::new(config.max_connections_per_ip),
             config,
@@ -141,6 +150,7 @@ impl Server {
             waker,
             signals,
             lines: ClientLines::new(),
+            scratch,
         })
     }
 
@@ -171,8 +181,10 @@ impl Server {
     /// then logs a summary. Returns an error only if `poll` itself fails.
     pub fn run(&mut self) -> io::Result<Exit> {
         info!(
-            "serving: framing {}, max message {} bytes, max connections {}",
-            self.config.framing, self.config.max_message, self.config.max_connections
+            "serving: framing {}, max message {}, max connections {}",
+            self.config.framing,
+            connection::bytes(self.config.max_message),
+            self.config.max_connections
         );
         let mut events = Events::with_capacity(1024);
         let exit = loop {
@@ -293,9 +305,9 @@ impl Server {
         let Some(client) = self.connections.get_mut(key) else {
             return;
         };
-        let cx = context(&self.config, &self.stats, now);
+        let mut cx = context(&self.config, &self.stats, &mut self.scratch, now);
         let (connection, stream) = client.parts();
-        client.yielded = connection.on_ready(stream, &cx) == Turn::Yield;
+        client.yielded = connection.on_ready(stream, &mut cx) == Turn::Yield;
         if client.yielded {
             self.yielded.push(client.token);
         }
@@ -359,11 +371,14 @@ impl Server {
             // A client can provoke this at will: rate-limited, and past the
             // limit it still shows at debug.
             CloseReason::Oversize if self.lines.oversize.allow(now) => {
-                warn!("{name}: closed: sent more than {} bytes", self.config.max_message);
+                warn!(
+                    "{name}: closed: sent more than {}",
+                    connection::bytes(self.config.max_message)
+                );
             }
             _ => debug!("{name}: closed: {reason}"),
         }
-        drop(client);
+        client.close();
         if let Phase::Serving(acceptor) = &mut self.phase {
             acceptor.on_slot_freed();
         }
@@ -381,7 +396,7 @@ impl Server {
             client.deadline = None;
             client
                 .connection
-                .on_deadline(&context(&self.config, &self.stats, now));
+                .on_deadline(&context(&self.config, &self.stats, &mut self.scratch, now));
             self.settle(key, now);
         }
         self.end_grace_if_due(now);

@@ -13,6 +13,8 @@ use crate::connection::CloseReason;
 #[derive(Debug, Default)]
 pub struct Stats {
     accepted: AtomicU64,
+    turns_yielded: AtomicU64,
+    closed_completed: AtomicU64,
     replies_completed: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
@@ -33,9 +35,15 @@ pub struct Stats {
 /// A copy of the counters at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StatsSnapshot {
-    /// Connections accepted.
+    /// Connections open right now: accepted and not yet closed. Zero once
+    /// a server has finished.
+    pub open: u64,
+    /// Connections accepted. Once none is open, this is the sum of the
+    /// `closed_*` counters: every connection ends in exactly one counted way.
     pub accepted: u64,
-    /// Replies written in full.
+    /// Replies written in full. Not a way to end: a connection whose reply
+    /// was written in full then ends as `closed_completed`, or as a linger
+    /// timeout, a reset or an I/O error when the client misbehaved after it.
     pub replies_completed: u64,
     /// Bytes read from clients, including bytes discarded while lingering.
     pub bytes_in: u64,
@@ -58,6 +66,13 @@ pub struct StatsSnapshot {
     /// happens means the loop is spinning. Not in the summary line: it
     /// depends on timing (two events may arrive in one wakeup or in two).
     pub poll_wakeups: u64,
+    /// Turns that ended because a connection used up its budget of bytes or
+    /// calls while its socket was still ready. Not in the summary line:
+    /// it depends on timing.
+    pub turns_yielded: u64,
+    /// Connections whose reply was written in full and whose client then
+    /// closed (or lingering was off): the normal end.
+    pub closed_completed: u64,
     /// Connections closed for sending more than `max_message`.
     pub closed_oversize: u64,
     /// Connections closed after `idle_timeout` without progress.
@@ -102,11 +117,14 @@ impl Stats {
     pub(crate) fn poll_wakeup(&self) {
         self.poll_wakeups.fetch_add(1, Relaxed);
     }
+    pub(crate) fn turn_yielded(&self) {
+        self.turns_yielded.fetch_add(1, Relaxed);
+    }
 
     /// Counts one connection's end.
     pub(crate) fn closed(&self, reason: CloseReason) {
         let counter = match reason {
-            CloseReason::Completed => return,
+            CloseReason::Completed => &self.closed_completed,
             CloseReason::Oversize => &self.closed_oversize,
             CloseReason::IdleTimeout => &self.closed_idle_timeout,
             CloseReason::ReadTimeout => &self.closed_read_timeout,
@@ -118,18 +136,21 @@ impl Stats {
         counter.fetch_add(1, Relaxed);
     }
 
-    /// Reads every counter.
+    /// Connections open right now: accepted and not yet closed.
+    pub fn open(&self) -> u64 {
+        self.snapshot().open
+    }
+
+    /// Reads every counter. The counters are read one by one while the
+    /// loop may be counting, so a snapshot taken while connections come
+    /// and go can be off by the few that moved meanwhile; `open` errs
+    /// towards too many, never below zero.
     pub fn snapshot(&self) -> StatsSnapshot {
-        StatsSnapshot {
-            accepted: self.accepted.load(Relaxed),
-            replies_completed: self.replies_completed.load(Relaxed),
-            bytes_in: self.bytes_in.load(Relaxed),
-            bytes_out: self.bytes_out.load(Relaxed),
-            partial_writes: self.partial_writes.load(Relaxed),
-            bytes_discarded: self.bytes_discarded.load(Relaxed),
-            accept_backoffs: self.accept_backoffs.load(Relaxed),
+        // The closes first, then `accepted`: a connection accepted and
+        // closed in between is then counted in `accepted` only.
+        let mut snapshot = StatsSnapshot {
+            closed_completed: self.closed_completed.load(Relaxed),
             per_ip_limit: self.per_ip_limit.load(Relaxed),
-            poll_wakeups: self.poll_wakeups.load(Relaxed),
             closed_oversize: self.closed_oversize.load(Relaxed),
             closed_idle_timeout: self.closed_idle_timeout.load(Relaxed),
             closed_read_timeout: self.closed_read_timeout.load(Relaxed),
@@ -137,7 +158,35 @@ impl Stats {
             closed_io_error: self.closed_io_error.load(Relaxed),
             closed_linger_timeout: self.closed_linger_timeout.load(Relaxed),
             closed_shutdown_cut_off: self.closed_shutdown_cut_off.load(Relaxed),
-        }
+            ..StatsSnapshot::default()
+        };
+        snapshot.accepted = self.accepted.load(Relaxed);
+        snapshot.replies_completed = self.replies_completed.load(Relaxed);
+        snapshot.bytes_in = self.bytes_in.load(Relaxed);
+        snapshot.bytes_out = self.bytes_out.load(Relaxed);
+        snapshot.partial_writes = self.partial_writes.load(Relaxed);
+        snapshot.bytes_discarded = self.bytes_discarded.load(Relaxed);
+        snapshot.accept_backoffs = self.accept_backoffs.load(Relaxed);
+        snapshot.poll_wakeups = self.poll_wakeups.load(Relaxed);
+        snapshot.turns_yielded = self.turns_yielded.load(Relaxed);
+        snapshot.open = snapshot.accepted.saturating_sub(snapshot.closed());
+        snapshot
+    }
+}
+
+impl StatsSnapshot {
+    /// Connections closed so far, for every reason: the sum of the
+    /// `closed_*` counters.
+    pub fn closed(&self) -> u64 {
+        self.closed_completed
+            + self.closed_oversize
+            + self.closed_idle_timeout
+            + self.closed_read_timeout
+            + self.closed_reset
+            + self.closed_io_error
+            + self.closed_linger_timeout
+            + self.closed_shutdown_cut_off
+            + self.per_ip_limit
     }
 }
 
@@ -147,11 +196,12 @@ impl fmt::Display for StatsSnapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "accepted={} replies={} bytes_in={} bytes_out={} partial_writes={} \
+            "accepted={} replies={} completed={} bytes_in={} bytes_out={} partial_writes={} \
              discarded={} accept_backoffs={} per_ip_limit={} oversize={} idle_timeout={} \
              read_timeout={} reset={} io_error={} linger_timeout={} shutdown_cut_off={}",
             self.accepted,
             self.replies_completed,
+            self.closed_completed,
             self.bytes_in,
             self.bytes_out,
             self.partial_writes,
@@ -166,5 +216,48 @@ impl fmt::Display for StatsSnapshot {
             self.closed_linger_timeout,
             self.closed_shutdown_cut_off,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ENDS: [CloseReason; 8] = [
+        CloseReason::Completed,
+        CloseReason::Oversize,
+        CloseReason::IdleTimeout,
+        CloseReason::ReadTimeout,
+        CloseReason::Reset,
+        CloseReason::IoError,
+        CloseReason::LingerTimeout,
+        CloseReason::ShutdownCutOff,
+    ];
+
+    #[test]
+    fn every_way_to_end_is_counted_and_open_is_what_is_left() {
+        let stats = Stats::default();
+        for _ in 0..ENDS.len() + 2 {
+            stats.accepted();
+        }
+        assert_eq!(stats.open(), ENDS.len() as u64 + 2);
+        for reason in ENDS {
+            stats.closed(reason);
+        }
+        let snapshot = stats.snapshot();
+        assert_eq!(snapshot.closed(), ENDS.len() as u64);
+        assert_eq!(snapshot.open, 2);
+        assert_eq!(snapshot.closed_completed, 1);
+        assert_eq!(snapshot.accepted, snapshot.open + snapshot.closed());
+    }
+
+    #[test]
+    fn the_summary_names_completed_after_replies() {
+        let stats = Stats::default();
+        stats.accepted();
+        stats.reply_completed();
+        stats.closed(CloseReason::Completed);
+        let line = stats.snapshot().to_string();
+        assert!(line.starts_with("accepted=1 replies=1 completed=1 "), "{line}");
     }
 }

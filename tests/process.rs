@@ -1,6 +1,7 @@
 //! The `revecho` binary as a child process: graceful shutdown on SIGINT and
 //! SIGTERM, the grace period, a second signal, the backlog drain at shutdown,
-//! running out of descriptors (EMFILE) and the descriptor limit at start.
+//! running out of descriptors (EMFILE), the descriptor limit at start, and
+//! the counters printed on SIGUSR1.
 //!
 //! Signals reach every thread of a process, so none of this can run against an
 //! in-process server: each test starts its own child and talks to it over
@@ -49,17 +50,44 @@ fn start_under_shell(setup: &str, args: &[&str]) -> RunningBinary {
     RunningBinary::start(command, 1)
 }
 
-/// One counter from the `summary:` line (`accepted=3 replies=3 ...`).
+/// One counter from the `summary:` line (`accepted=3 replies=3 ...`) or
+/// the `stats:` line SIGUSR1 prints (`stats: open=0 accepted=3 ...`).
 fn counter(summary: &str, key: &str) -> u64 {
     let (_, pairs) = summary
         .split_once("summary: ")
-        .unwrap_or_else(|| panic!("not a summary line: {summary:?}"));
+        .or_else(|| summary.split_once("stats: "))
+        .unwrap_or_else(|| panic!("not a summary or stats line: {summary:?}"));
     pairs
         .split_whitespace()
         .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
         .unwrap_or_else(|| panic!("no {key}= in {summary:?}"))
         .parse()
         .unwrap_or_else(|e| panic!("{key} in {summary:?}: {e}"))
+}
+
+/// The ways a connection ends, as named in the summary line.
+const ENDS: [&str; 9] = [
+    "completed",
+    "oversize",
+    "idle_timeout",
+    "read_timeout",
+    "reset",
+    "io_error",
+    "linger_timeout",
+    "shutdown_cut_off",
+    "per_ip_limit",
+];
+
+/// Every accepted connection is counted once among the ends, plus `open`
+/// for a `stats:` line (none is open at the summary).
+fn assert_accounted(line: &str) {
+    let ended: u64 = ENDS.iter().map(|end| counter(line, end)).sum();
+    let open = if line.contains("stats: ") {
+        counter(line, "open")
+    } else {
+        0
+    };
+    assert_eq!(counter(line, "accepted"), open + ended, "{line}");
 }
 
 /// How many stderr lines so far contain `needle`.
@@ -141,6 +169,7 @@ fn shuts_down_gracefully_on(signal: &str) {
     assert_refused(addr);
 
     let summary = server.wait_for_log("summary:");
+    assert_accounted(&summary);
     assert!(summary.contains("INFO"), "not logged at info: {summary}");
     assert_eq!(counter(&summary, "accepted"), 1, "{summary}");
     assert_eq!(counter(&summary, "replies"), 1, "{summary}");
@@ -183,6 +212,7 @@ fn client_in_flight_at_sigterm_still_gets_its_whole_reply() {
     assert_eq!(read_to_end(&mut client).expect("reply"), b"!dlrow ,olleH");
 
     let summary = server.wait_for_log("summary:");
+    assert_accounted(&summary);
     assert_eq!(counter(&summary, "replies"), 1, "{summary}");
     assert_eq!(counter(&summary, "shutdown_cut_off"), 0, "{summary}");
     assert_eq!(exit_code(&mut server), 0, "{}", server.stderr());
@@ -215,6 +245,7 @@ fn grace_period_ends_by_cutting_off_a_silent_client_and_exits_0() {
     assert_eq!(read_to_end(&mut silent).expect("end of stream"), b"");
 
     let summary = server.wait_for_log("summary:");
+    assert_accounted(&summary);
     assert_eq!(counter(&summary, "shutdown_cut_off"), 1, "{summary}");
     assert_eq!(exit_code(&mut server), 0, "{}", server.stderr());
     let elapsed = signalled.elapsed();
@@ -239,6 +270,7 @@ fn second_signal_exits_at_once(signal: &str, code: i32) {
     server.signal(signal);
     server.wait_for_log(&format!("SIG{signal} again: exiting now"));
     let summary = server.wait_for_log("summary:");
+    assert_accounted(&summary);
     assert_eq!(counter(&summary, "shutdown_cut_off"), 1, "{summary}");
     assert_eq!(exit_code(&mut server), code, "{}", server.stderr());
     assert!(
@@ -280,6 +312,7 @@ fn clients_queued_in_the_backlog_at_sigterm_are_all_served() {
     // Closed, so the server need not linger on them until the grace ends.
     drop(clients);
     let summary = server.wait_for_log("summary:");
+    assert_accounted(&summary);
     assert_eq!(counter(&summary, "accepted"), CLIENTS as u64, "{summary}");
     assert_eq!(counter(&summary, "replies"), CLIENTS as u64, "{summary}");
     assert_eq!(exit_code(&mut server), 0, "{}", server.stderr());
@@ -433,6 +466,7 @@ fn accept_backs_off_while_out_of_descriptors_and_serves_the_queue_afterwards() {
     drop((held, unaccepted, queued));
     server.signal("TERM");
     let summary = server.wait_for_log("summary:");
+    assert_accounted(&summary);
     let elapsed = started.elapsed();
     assert_eq!(exit_code(&mut server), 0, "{}", server.stderr());
 
@@ -523,6 +557,7 @@ fn oversize_warnings_are_rate_limited_but_every_refusal_is_counted() {
     // is counted before the summary.
     server.signal("TERM");
     let summary = server.wait_for_log("summary:");
+    assert_accounted(&summary);
     assert_eq!(exit_code(&mut server), 0);
     assert_eq!(counter(&summary, "oversize"), CLIENTS as u64, "{summary}");
 
@@ -565,6 +600,7 @@ fn the_connection_limit_warns_once_per_episode_not_on_every_return_to_it() {
 
     server.signal("TERM");
     let summary = server.wait_for_log("summary:");
+    assert_accounted(&summary);
     assert_eq!(exit_code(&mut server), 0);
     assert_eq!(counter(&summary, "accepted"), 5, "{summary}");
     assert_eq!(
@@ -735,4 +771,43 @@ fn max_connections_per_ip_can_come_from_its_variable() {
     let stderr = String::from_utf8_lossy(&finished.stderr);
     assert_eq!(finished.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--max-connections-per-ip"), "{stderr}");
+}
+
+// ---------------------------------------------------------------------------
+// Counters on demand
+// ---------------------------------------------------------------------------
+
+#[test]
+fn sigusr1_prints_the_counters_on_stdout_at_any_log_level_and_keeps_serving() {
+    // -q: the line is not a log record, so no log level hides it.
+    let mut server = start(&["-q", "--framing", "line"]);
+    let addr = server.addr();
+    // Connected first, so accepted before the client served next.
+    let mut silent = connect(addr);
+    assert_eq!(
+        common::exchange(addr, b"Hello, world!\n", false),
+        b"!dlrow ,olleH\n"
+    );
+
+    server.signal("USR1");
+    let stats = server.next_stdout_line();
+    assert!(stats.starts_with("stats: open="), "{stats}");
+    assert_eq!(counter(&stats, "accepted"), 2, "{stats}");
+    assert_eq!(counter(&stats, "replies"), 1, "{stats}");
+    // The silent client is open; the served one may still be lingering.
+    assert!(counter(&stats, "open") >= 1, "{stats}");
+    assert_accounted(&stats);
+
+    // Still serving, and the signal can come again.
+    silent.write_all(b"still here\n").expect("send");
+    assert_eq!(read_to_end(&mut silent).expect("reply"), b"ereh llits\n");
+    server.signal("USR1");
+    let again = server.next_stdout_line();
+    assert_eq!(counter(&again, "replies"), 2, "{again}");
+    assert_accounted(&again);
+    // Not a log record: nothing of it on stderr.
+    assert!(!server.stderr().contains("stats:"), "{}", server.stderr());
+
+    server.signal("TERM");
+    assert_eq!(exit_code(&mut server), 0, "{}", server.stderr());
 }

@@ -14,7 +14,8 @@ use std::thread;
 use std::time::Duration;
 
 use common::{
-    PATIENCE, TestServer, config, connect, exchange, line_reply, read_to_end, reversed, wait_until,
+    PATIENCE, TestServer, config, connect, exchange, line_reply, read_to_end, reversed, stop_accounted,
+    wait_until,
 };
 use revecho::{Config, Exit, Framing, Server, StopHandle};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
@@ -129,6 +130,7 @@ fn byte_counters_match_one_exchange() {
     assert_eq!(stats.replies_completed, 1);
     assert_eq!(stats.bytes_in, 13);
     assert_eq!(stats.bytes_out, 13);
+    stop_accounted(server);
 }
 
 #[test]
@@ -152,6 +154,7 @@ fn empty_message_then_half_close_gets_empty_reply_and_eof() {
         wait_until("the empty reply to be counted", || {
             server.snapshot().replies_completed == 1
         });
+        stop_accounted(server);
     }
 }
 
@@ -224,6 +227,7 @@ fn reply_larger_than_the_send_buffer_arrives_complete_through_a_slow_reader() {
     assert!(stats.partial_writes > 0);
     assert_eq!(stats.bytes_out, PAYLOAD as u64);
     assert_eq!(stats.replies_completed, 1);
+    stop_accounted(server);
 }
 
 #[test]
@@ -249,6 +253,7 @@ fn tiny_read_and_write_chunks_still_give_exact_replies() {
         let stats = server.snapshot();
         assert_eq!(stats.bytes_in, message.len() as u64, "{framing}");
         assert_eq!(stats.bytes_out, expected.len() as u64, "{framing}");
+        stop_accounted(server);
     }
 }
 
@@ -279,6 +284,7 @@ fn two_hundred_concurrent_clients_each_get_their_own_reply() {
         let stats = server.snapshot();
         stats.accepted >= CLIENTS as u64 && stats.replies_completed >= CLIENTS as u64
     });
+    stop_accounted(server);
 }
 
 /// The refused client must see a clean end of stream, not a reset: the
@@ -320,6 +326,7 @@ fn over_limit_message_gets_no_reply_and_the_next_client_is_served() {
         let stats = server.snapshot();
         assert_eq!(stats.closed_oversize, 1, "{framing}");
         assert_eq!(stats.replies_completed, 1, "{framing}");
+        stop_accounted(server);
     }
 }
 
@@ -487,4 +494,5 @@ fn clients_that_leave_early_never_disturb_the_replies_of_others() {
         server.snapshot().accepted >= connections
     });
     assert!(server.snapshot().replies_completed >= waited as u64);
+    stop_accounted(server);
 }

@@ -10,16 +10,21 @@
 //!
 //! The tests are grouped per state (`receiving`, `sending`, `lingering`,
 //! `closed`), then by concern (`framing`, `oversize`, `lingering_close`,
-//! `deadlines`, `cut_off`, `chunks`, `turn_budget`). Time is an `Instant`
+//! `deadlines`, `cut_off`, `chunks`, `turn_budget`, `abortive_close`,
+//! `memory`, `turn_calls`, `transitions`). Time is an `Instant`
 //! taken once per test plus explicit offsets: nothing sleeps.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind};
 use std::time::{Duration, Instant};
 
 use mio::Interest;
 
-use super::{CloseReason, Connection, Context, Name, State, TURN_BUDGET, Turn};
+use super::{
+    CloseReason, Connection, Context, Event, Name, State, StateKind, TRANSITIONS, TURN_BUDGET, TURN_CALLS,
+    Turn, scratch_len,
+};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::transport::Transport;
 use crate::{Config, Framing};
@@ -301,12 +306,28 @@ impl Harness {
         }
     }
 
+    /// The context of a timer or a cut-off `offset` after `start`: those
+    /// inputs read nothing, so the scratch buffer is empty.
     fn at(&self, offset: Duration) -> Context<'_> {
         Context {
             config: &self.config,
             stats: &self.stats,
             now: self.start + offset,
+            scratch: &mut [],
         }
+    }
+
+    /// A readiness event `offset` after `start`, with a fresh scratch buffer
+    /// of the size the server would allocate.
+    fn ready(&self, conn: &mut Connection, stream: &mut impl Transport, offset: Duration) -> Turn {
+        let mut scratch = vec![0; scratch_len(&self.config)];
+        let mut cx = Context {
+            config: &self.config,
+            stats: &self.stats,
+            now: self.start + offset,
+            scratch: &mut scratch,
+        };
+        conn.on_ready(stream, &mut cx)
     }
 
     /// A connection accepted at `start`.
@@ -349,7 +370,7 @@ fn assert_live(conn: &Connection, state: &str, interest: Interest) {
 #[track_caller]
 fn assert_closed(conn: &Connection, reason: CloseReason) {
     assert!(
-        matches!(conn.state(), State::Closed(r) if *r == reason),
+        matches!(conn.state(), State::Closed { reason: r, .. } if *r == reason),
         "expected Closed({reason}), got {}",
         conn.state()
     );
@@ -414,7 +435,7 @@ fn conn_receiving(h: &Harness, partial: &[u8]) -> (Connection, ScriptedStream) {
     if !partial.is_empty() {
         stream.push_reads([data(partial), Read::WouldBlock]);
     }
-    assert_eq!(conn.on_ready(&mut stream, &h.at(Duration::ZERO)), Turn::Wait);
+    assert_eq!(h.ready(&mut conn, &mut stream, Duration::ZERO), Turn::Wait);
     assert_receiving(&conn);
     (conn, stream)
 }
@@ -432,7 +453,7 @@ fn conn_sending(h: &Harness, reply: &[u8]) -> (Connection, ScriptedStream) {
     let mut stream = ScriptedStream::new()
         .reading([Read::Data(reversed(reply)), Read::WouldBlock])
         .writing([Write::WouldBlock]);
-    assert_eq!(conn.on_ready(&mut stream, &h.at(Duration::ZERO)), Turn::Wait);
+    assert_eq!(h.ready(&mut conn, &mut stream, Duration::ZERO), Turn::Wait);
     assert_sending(&conn);
     assert_eq!(sending_progress(&conn), (0, reply.len()));
     assert!(stream.written.is_empty());
@@ -449,7 +470,7 @@ fn conn_lingering(h: &Harness) -> (Connection, ScriptedStream) {
     );
     let mut conn = h.connection();
     let mut stream = ScriptedStream::new().reading([data(b"abc"), Read::WouldBlock]);
-    assert_eq!(conn.on_ready(&mut stream, &h.at(Duration::ZERO)), Turn::Wait);
+    assert_eq!(h.ready(&mut conn, &mut stream, Duration::ZERO), Turn::Wait);
     assert_lingering(&conn);
     assert_reply_then_shutdown(&stream, b"cba");
     (conn, stream)
@@ -460,7 +481,7 @@ fn conn_lingering(h: &Harness) -> (Connection, ScriptedStream) {
 fn conn_lingering_after_oversize(h: &Harness) -> (Connection, ScriptedStream) {
     let mut conn = h.connection();
     let mut stream = ScriptedStream::new().reading([Read::Data(vec![b'x'; h.config.max_message + 1])]);
-    assert_eq!(conn.on_ready(&mut stream, &h.at(Duration::ZERO)), Turn::Wait);
+    assert_eq!(h.ready(&mut conn, &mut stream, Duration::ZERO), Turn::Wait);
     assert_lingering(&conn);
     assert_reply_then_shutdown(&stream, b"");
     (conn, stream)
@@ -492,7 +513,7 @@ mod receiving {
         let mut conn = h.connection();
         let mut stream = ScriptedStream::new().reading([data(b"Hello, world!"), Read::WouldBlock]);
 
-        assert_eq!(conn.on_ready(&mut stream, &h.at(ms(5))), Turn::Wait);
+        assert_eq!(h.ready(&mut conn, &mut stream, ms(5)), Turn::Wait);
 
         assert_reply_then_shutdown(&stream, b"!dlrow ,olleH");
         assert_lingering(&conn);
@@ -515,7 +536,7 @@ mod receiving {
             let mut conn = h.connection();
             let mut stream = ScriptedStream::new().reading([Read::WouldBlock]);
 
-            assert_eq!(conn.on_ready(&mut stream, &h.at(ms(1))), Turn::Wait);
+            assert_eq!(h.ready(&mut conn, &mut stream, ms(1)), Turn::Wait);
 
             assert_receiving(&conn);
             assert_no_reply_no_shutdown(&stream);
@@ -532,7 +553,7 @@ mod receiving {
         let mut conn = h.connection();
         let mut stream = ScriptedStream::new().reading([data(b"Hel"), data(b"lo"), Read::WouldBlock]);
 
-        conn.on_ready(&mut stream, &h.at(Duration::ZERO));
+        h.ready(&mut conn, &mut stream, Duration::ZERO);
 
         assert_reply_then_shutdown(&stream, b"olleH");
         assert_lingering(&conn);
@@ -550,7 +571,7 @@ mod receiving {
             Read::WouldBlock,
         ]);
 
-        conn.on_ready(&mut stream, &h.at(Duration::ZERO));
+        h.ready(&mut conn, &mut stream, Duration::ZERO);
 
         assert_reply_then_shutdown(&stream, b"dcba");
         assert_lingering(&conn);
@@ -563,7 +584,7 @@ mod receiving {
         let (mut conn, mut stream) = conn_receiving(&h, b"ab");
         stream.push_reads([Read::Interrupted, Read::WouldBlock]);
 
-        assert_eq!(conn.on_ready(&mut stream, &h.at(ms(1))), Turn::Wait);
+        assert_eq!(h.ready(&mut conn, &mut stream, ms(1)), Turn::Wait);
 
         assert_receiving(&conn);
         assert_no_reply_no_shutdown(&stream);
@@ -576,7 +597,7 @@ mod receiving {
             let (mut conn, mut stream) = conn_receiving(&h, b"partial");
             stream.push_reads([Read::Error(kind)]);
 
-            assert_eq!(conn.on_ready(&mut stream, &h.at(ms(1))), Turn::Wait);
+            assert_eq!(h.ready(&mut conn, &mut stream, ms(1)), Turn::Wait);
 
             assert_closed(&conn, CloseReason::Reset);
             assert_no_reply_no_shutdown(&stream);
@@ -591,7 +612,7 @@ mod receiving {
             let mut conn = h.connection();
             let mut stream = ScriptedStream::new().reading([data(b"abc"), Read::Error(kind)]);
 
-            conn.on_ready(&mut stream, &h.at(Duration::ZERO));
+            h.ready(&mut conn, &mut stream, Duration::ZERO);
 
             assert_closed(&conn, CloseReason::IoError);
             assert_no_reply_no_shutdown(&stream);
@@ -606,7 +627,7 @@ mod receiving {
         let mut conn = h.connection();
         let mut stream = ScriptedStream::new().reading([data(b"abc"), Read::Eof]);
 
-        assert_eq!(conn.on_ready(&mut stream, &h.at(Duration::ZERO)), Turn::Wait);
+        assert_eq!(h.ready(&mut conn, &mut stream, Duration::ZERO), Turn::Wait);
 
         assert_reply_then_shutdown(&stream, b"cba");
         assert_closed(&conn, CloseReason::Completed);
@@ -625,7 +646,7 @@ mod receiving {
             let mut conn = h.connection();
             let mut stream = ScriptedStream::new().reading([Read::Eof]);
 
-            assert_eq!(conn.on_ready(&mut stream, &h.at(Duration::ZERO)), Turn::Wait);
+            assert_eq!(h.ready(&mut conn, &mut stream, Duration::ZERO), Turn::Wait);
 
             assert_reply_then_shutdown(&stream, b"");
             assert_closed(&conn, CloseReason::Completed);
@@ -662,7 +683,7 @@ mod receiving {
         let mut conn = h.connection();
         let mut stream = ScriptedStream::new().reading([Read::Data(message.clone()), Read::Eof]);
 
-        conn.on_ready(&mut stream, &h.at(Duration::ZERO));
+        h.ready(&mut conn, &mut stream, Duration::ZERO);
 
         assert_reply_then_shutdown(&stream, &reversed(&message));
         assert_closed(&conn, CloseReason::Completed);
@@ -683,7 +704,7 @@ mod framing {
         // Longer than READ_CHUNK: two reads, still one burst.
         let mut stream = ScriptedStream::new().reading([data(b"0123456789ab"), Read::WouldBlock]);
 
-        conn.on_ready(&mut stream, &h.at(Duration::ZERO));
+        h.ready(&mut conn, &mut stream, Duration::ZERO);
 
         assert_reply_then_shutdown(&stream, b"ba9876543210");
         assert_eq!(stream.read_sizes()[..2], [READ_CHUNK, READ_CHUNK]);
@@ -695,7 +716,7 @@ mod framing {
         let mut conn = h.connection();
         let mut stream = ScriptedStream::new().reading([data(b"abc\n")]);
 
-        conn.on_ready(&mut stream, &h.at(Duration::ZERO));
+        h.ready(&mut conn, &mut stream, Duration::ZERO);
 
         assert_reply_then_shutdown(&stream, b"cba\n");
         assert_lingering(&conn);
@@ -707,7 +728,7 @@ mod framing {
         let mut conn = h.connection();
         let mut stream = ScriptedStream::new().reading([data(b"abc\r\n")]);
 
-        conn.on_ready(&mut stream, &h.at(Duration::ZERO));
+        h.ready(&mut conn, &mut stream, Duration::ZERO);
 
         assert_reply_then_shutdown(&stream, b"cba\r\n");
     }
@@ -717,12 +738,12 @@ mod framing {
         let h = Harness::new(Framing::Line);
         let (mut conn, mut stream) = conn_receiving(&h, b"Hello, ");
         stream.push_reads([data(b"world"), Read::WouldBlock]);
-        conn.on_ready(&mut stream, &h.at(ms(1)));
+        h.ready(&mut conn, &mut stream, ms(1));
         assert_receiving(&conn);
         assert_no_reply_no_shutdown(&stream);
 
         stream.push_reads([data(b"!\n")]);
-        conn.on_ready(&mut stream, &h.at(ms(2)));
+        h.ready(&mut conn, &mut stream, ms(2));
 
         assert_reply_then_shutdown(&stream, b"!dlrow ,olleH\n");
         assert_lingering(&conn);
@@ -734,7 +755,7 @@ mod framing {
         let mut conn = h.connection();
         let mut stream = ScriptedStream::new().reading([data(b"ab\ncd\nef")]);
 
-        conn.on_ready(&mut stream, &h.at(Duration::ZERO));
+        h.ready(&mut conn, &mut stream, Duration::ZERO);
 
         assert_reply_then_shutdown(&stream, b"ba\n");
         assert_lingering(&conn);
@@ -750,7 +771,7 @@ mod framing {
         let (mut conn, mut stream) = conn_receiving(&h, b"abc");
         stream.push_reads([Read::Eof]);
 
-        conn.on_ready(&mut stream, &h.at(ms(1)));
+        h.ready(&mut conn, &mut stream, ms(1));
 
         assert_reply_then_shutdown(&stream, b"cba");
         assert_closed(&conn, CloseReason::Completed);
@@ -761,12 +782,12 @@ mod framing {
         let h = Harness::new(Framing::Eof);
         let (mut conn, mut stream) = conn_receiving(&h, b"ab\n");
         stream.push_reads([data(b"cd\n"), Read::WouldBlock]);
-        conn.on_ready(&mut stream, &h.at(ms(1)));
+        h.ready(&mut conn, &mut stream, ms(1));
         assert_receiving(&conn);
         assert_no_reply_no_shutdown(&stream);
 
         stream.push_reads([data(b"ef"), Read::Eof]);
-        conn.on_ready(&mut stream, &h.at(ms(2)));
+        h.ready(&mut conn, &mut stream, ms(2));
 
         assert_reply_then_shutdown(&stream, b"fe\ndc\nba");
         assert_closed(&conn, CloseReason::Completed);
@@ -792,7 +813,7 @@ mod oversize {
         let mut conn = h.connection();
         let mut stream = ScriptedStream::new().reading([data(b"abc"), Read::Eof]);
 
-        conn.on_ready(&mut stream, &h.at(Duration::ZERO));
+        h.ready(&mut conn, &mut stream, Duration::ZERO);
 
         assert_reply_then_shutdown(&stream, b"cba");
         assert_closed(&conn, CloseReason::Completed);
@@ -805,7 +826,7 @@ mod oversize {
             let mut conn = h.connection();
             let mut stream = ScriptedStream::new().reading([Read::Data(vec![b'x'; 100])]);
 
-            assert_eq!(conn.on_ready(&mut stream, &h.at(ms(3))), Turn::Wait);
+            assert_eq!(h.ready(&mut conn, &mut stream, ms(3)), Turn::Wait);
 
             assert_lingering(&conn);
             assert_reply_then_shutdown(&stream, b"");
@@ -818,7 +839,7 @@ mod oversize {
             assert_eq!(stats.bytes_discarded, 100 - (MAX_MESSAGE as u64 + 1), "{framing}");
 
             stream.push_reads([Read::Eof]);
-            conn.on_ready(&mut stream, &h.at(ms(4)));
+            h.ready(&mut conn, &mut stream, ms(4));
             assert_closed(&conn, CloseReason::Oversize);
         }
     }
@@ -830,7 +851,7 @@ mod oversize {
             let mut conn = h.connection();
             let mut stream = ScriptedStream::new().reading([Read::Data(vec![b'x'; 100])]);
 
-            conn.on_ready(&mut stream, &h.at(Duration::ZERO));
+            h.ready(&mut conn, &mut stream, Duration::ZERO);
 
             // Receiving reads up to the shutdown; what follows is discarding.
             let shutdown_at = stream.calls.iter().position(|c| *c == Call::ShutdownWrite);
@@ -852,7 +873,7 @@ mod oversize {
         let message: Vec<u8> = (0..MAX_MESSAGE as u8).collect();
         let mut stream = ScriptedStream::new().reading([Read::Data(message.clone()), Read::WouldBlock]);
 
-        conn.on_ready(&mut stream, &h.at(Duration::ZERO));
+        h.ready(&mut conn, &mut stream, Duration::ZERO);
 
         assert_reply_then_shutdown(&stream, &reversed(&message));
         assert_lingering(&conn);
@@ -873,7 +894,7 @@ mod oversize {
         let h = Harness::new(Framing::Line);
         let mut conn = h.connection();
         let mut stream = ScriptedStream::new().reading([Read::Data(fits.clone())]);
-        conn.on_ready(&mut stream, &h.at(Duration::ZERO));
+        h.ready(&mut conn, &mut stream, Duration::ZERO);
         assert_eq!(
             stream.written.len(),
             MAX_MESSAGE,
@@ -885,7 +906,7 @@ mod oversize {
         let h = Harness::new(Framing::Line);
         let mut conn = h.connection();
         let mut stream = ScriptedStream::new().reading([Read::Data(too_long), Read::Eof]);
-        conn.on_ready(&mut stream, &h.at(Duration::ZERO));
+        h.ready(&mut conn, &mut stream, Duration::ZERO);
         assert_reply_then_shutdown(&stream, b"");
         assert_closed(&conn, CloseReason::Oversize);
         assert_eq!(h.stats().replies_completed, 0);
@@ -908,7 +929,7 @@ mod oversize {
         let (mut conn, mut stream) = conn_lingering_after_oversize(&h);
         stream.push_reads([Read::Error(ErrorKind::ConnectionReset)]);
 
-        conn.on_ready(&mut stream, &h.at(ms(1)));
+        h.ready(&mut conn, &mut stream, ms(1));
 
         assert_closed(&conn, CloseReason::Oversize);
     }
@@ -924,7 +945,7 @@ mod oversize {
         let mut stream = ScriptedStream::new().reading([Read::Data(vec![b'x'; 100])]);
         stream.fail_shutdown(ErrorKind::NotConnected);
 
-        conn.on_ready(&mut stream, &h.at(Duration::ZERO));
+        h.ready(&mut conn, &mut stream, Duration::ZERO);
 
         assert!(stream.written.is_empty());
         assert_closed(&conn, CloseReason::Oversize);
@@ -939,7 +960,7 @@ mod oversize {
         let mut conn = h.connection();
         let mut stream = ScriptedStream::new().reading([Read::Data(vec![b'x'; 100])]);
 
-        conn.on_ready(&mut stream, &h.at(Duration::ZERO));
+        h.ready(&mut conn, &mut stream, Duration::ZERO);
 
         assert_reply_then_shutdown(&stream, b"");
         assert_closed(&conn, CloseReason::Oversize);
@@ -971,7 +992,7 @@ mod sending {
         let h = Harness::new(Framing::Burst);
         let (mut conn, mut stream) = conn_sending(&h, b"abc");
 
-        assert_eq!(conn.on_ready(&mut stream, &h.at(ms(10))), Turn::Wait);
+        assert_eq!(h.ready(&mut conn, &mut stream, ms(10)), Turn::Wait);
 
         assert_reply_then_shutdown(&stream, b"abc");
         assert_lingering(&conn);
@@ -993,7 +1014,7 @@ mod sending {
         let (mut conn, mut stream) = conn_sending(&h, b"abc");
         stream.push_writes([Write::WouldBlock]);
 
-        assert_eq!(conn.on_ready(&mut stream, &h.at(ms(10))), Turn::Wait);
+        assert_eq!(h.ready(&mut conn, &mut stream, ms(10)), Turn::Wait);
 
         assert_sending(&conn);
         assert_eq!(sending_progress(&conn), (0, 3));
@@ -1008,7 +1029,7 @@ mod sending {
         let (mut conn, mut stream) = conn_sending(&h, b"abcdef");
         stream.push_writes([Write::Accept(2), Write::WouldBlock]);
 
-        assert_eq!(conn.on_ready(&mut stream, &h.at(ms(10))), Turn::Wait);
+        assert_eq!(h.ready(&mut conn, &mut stream, ms(10)), Turn::Wait);
         assert_sending(&conn);
         assert_eq!(sending_progress(&conn), (2, 6));
         assert_eq!(stream.written, b"ab");
@@ -1022,7 +1043,7 @@ mod sending {
 
         // The rest, and only the rest, is offered next time.
         let mark = stream.mark();
-        assert_eq!(conn.on_ready(&mut stream, &h.at(ms(20))), Turn::Wait);
+        assert_eq!(h.ready(&mut conn, &mut stream, ms(20)), Turn::Wait);
         assert_eq!(
             stream.calls_since(mark)[0],
             Call::Write {
@@ -1044,7 +1065,7 @@ mod sending {
         let (mut conn, mut stream) = conn_sending(&h, b"abcdef");
         stream.push_writes([Write::Accept(1), Write::Accept(2)]);
 
-        conn.on_ready(&mut stream, &h.at(ms(10)));
+        h.ready(&mut conn, &mut stream, ms(10));
 
         assert_eq!(
             stream.write_offers(),
@@ -1062,7 +1083,7 @@ mod sending {
         let (mut conn, mut stream) = conn_sending(&h, b"abc");
         stream.push_writes([Write::Interrupted, Write::Interrupted]);
 
-        conn.on_ready(&mut stream, &h.at(ms(10)));
+        h.ready(&mut conn, &mut stream, ms(10));
 
         assert_reply_then_shutdown(&stream, b"abc");
         assert_lingering(&conn);
@@ -1076,7 +1097,7 @@ mod sending {
             let (mut conn, mut stream) = conn_sending(&h, b"abcdef");
             stream.push_writes([Write::Accept(2), Write::Error(kind)]);
 
-            conn.on_ready(&mut stream, &h.at(ms(10)));
+            h.ready(&mut conn, &mut stream, ms(10));
 
             assert_closed(&conn, CloseReason::Reset);
             assert_eq!(stream.written, b"ab", "{kind:?}");
@@ -1092,7 +1113,7 @@ mod sending {
             let (mut conn, mut stream) = conn_sending(&h, b"abc");
             stream.push_writes([Write::Error(kind)]);
 
-            conn.on_ready(&mut stream, &h.at(ms(10)));
+            h.ready(&mut conn, &mut stream, ms(10));
 
             assert_closed(&conn, CloseReason::IoError);
             assert_no_reply_no_shutdown(&stream);
@@ -1105,7 +1126,7 @@ mod sending {
         let (mut conn, mut stream) = conn_sending(&h, b"abc");
         stream.push_writes([Write::Accept(0)]);
 
-        conn.on_ready(&mut stream, &h.at(ms(10)));
+        h.ready(&mut conn, &mut stream, ms(10));
 
         assert_closed(&conn, CloseReason::IoError);
         assert_no_reply_no_shutdown(&stream);
@@ -1121,7 +1142,7 @@ mod sending {
             let (mut conn, mut stream) = conn_sending(&h, b"abc");
             stream.fail_shutdown(kind);
 
-            conn.on_ready(&mut stream, &h.at(ms(10)));
+            h.ready(&mut conn, &mut stream, ms(10));
 
             assert_reply_then_shutdown(&stream, b"abc");
             assert_closed(&conn, reason);
@@ -1140,13 +1161,13 @@ mod sending {
         let mut stream = ScriptedStream::new()
             .reading([data(b"abcd"), Read::Eof])
             .writing([Write::Accept(1), Write::WouldBlock]);
-        conn.on_ready(&mut stream, &h.at(Duration::ZERO));
+        h.ready(&mut conn, &mut stream, Duration::ZERO);
         assert_sending(&conn);
         assert_eq!(stream.written, b"d");
         assert_eq!(stream.shutdowns(), 0);
 
         let mark = stream.mark();
-        conn.on_ready(&mut stream, &h.at(ms(10)));
+        h.ready(&mut conn, &mut stream, ms(10));
 
         assert_reply_then_shutdown(&stream, b"dcba");
         assert_closed(&conn, CloseReason::Completed);
@@ -1170,7 +1191,7 @@ mod sending {
         stream.push_reads([data(b"more")]);
         let mark = stream.mark();
 
-        conn.on_ready(&mut stream, &h.at(ms(10)));
+        h.ready(&mut conn, &mut stream, ms(10));
 
         assert_eq!(
             stream.calls_since(mark),
@@ -1206,7 +1227,7 @@ mod lingering {
         let (mut conn, mut stream) = conn_lingering(&h);
         stream.push_reads([Read::WouldBlock]);
 
-        assert_eq!(conn.on_ready(&mut stream, &h.at(ms(100))), Turn::Wait);
+        assert_eq!(h.ready(&mut conn, &mut stream, ms(100)), Turn::Wait);
 
         assert_lingering(&conn);
         assert_eq!(h.deadline(&conn), Some(h.start + LINGER));
@@ -1223,7 +1244,7 @@ mod lingering {
             Read::WouldBlock,
         ]);
 
-        assert_eq!(conn.on_ready(&mut stream, &h.at(ms(1500))), Turn::Wait);
+        assert_eq!(h.ready(&mut conn, &mut stream, ms(1500)), Turn::Wait);
 
         assert_lingering(&conn);
         assert_eq!(discarded(&conn), 11);
@@ -1245,7 +1266,7 @@ mod lingering {
         let (mut conn, mut stream) = conn_lingering(&h);
         stream.push_reads([data(b"xyz"), Read::Eof]);
 
-        assert_eq!(conn.on_ready(&mut stream, &h.at(ms(100))), Turn::Wait);
+        assert_eq!(h.ready(&mut conn, &mut stream, ms(100)), Turn::Wait);
 
         assert_closed(&conn, CloseReason::Completed);
         assert_eq!(
@@ -1265,7 +1286,7 @@ mod lingering {
             let (mut conn, mut stream) = conn_lingering(&h);
             stream.push_reads([Read::Error(kind)]);
 
-            conn.on_ready(&mut stream, &h.at(ms(100)));
+            h.ready(&mut conn, &mut stream, ms(100));
 
             assert_closed(&conn, CloseReason::Reset);
             assert_reply_then_shutdown(&stream, b"cba");
@@ -1279,7 +1300,7 @@ mod lingering {
             let (mut conn, mut stream) = conn_lingering(&h);
             stream.push_reads([Read::Error(kind)]);
 
-            conn.on_ready(&mut stream, &h.at(ms(100)));
+            h.ready(&mut conn, &mut stream, ms(100));
 
             assert_closed(&conn, CloseReason::IoError);
         }
@@ -1316,7 +1337,7 @@ mod lingering {
         let mut conn = h.connection();
         let mut stream = ScriptedStream::new().reading([data(b"abc"), Read::WouldBlock, data(b"more")]);
 
-        assert_eq!(conn.on_ready(&mut stream, &h.at(Duration::ZERO)), Turn::Wait);
+        assert_eq!(h.ready(&mut conn, &mut stream, Duration::ZERO), Turn::Wait);
 
         assert_reply_then_shutdown(&stream, b"cba");
         assert_closed(&conn, CloseReason::Completed);
@@ -1347,7 +1368,8 @@ mod lingering_close {
             ..config(Framing::Line)
         });
         let line = b"Hello, world!\n";
-        let extra = vec![b'x'; 100_000];
+        // Past a few reads, within one turn's budget of calls.
+        let extra = vec![b'x'; 2_000];
         let mut first_burst = line.to_vec();
         first_burst.extend_from_slice(&extra);
         let reply = b"!dlrow ,olleH\n";
@@ -1357,7 +1379,7 @@ mod lingering_close {
             .writing([Write::Accept(5), Write::WouldBlock]);
 
         // Turn 1: the line is read; the reply starts and the socket fills.
-        assert_eq!(conn.on_ready(&mut stream, &h.at(Duration::ZERO)), Turn::Wait);
+        assert_eq!(h.ready(&mut conn, &mut stream, Duration::ZERO), Turn::Wait);
         assert_sending(&conn);
         assert_eq!(stream.written, b"!dlro");
         assert_eq!(stream.shutdowns(), 0);
@@ -1366,7 +1388,7 @@ mod lingering_close {
         // Turn 2: writable. The rest of the reply, then shutdown(Write), then
         // the client's extra data is drained and discarded.
         let mark = stream.mark();
-        assert_eq!(conn.on_ready(&mut stream, &h.at(ms(100))), Turn::Wait);
+        assert_eq!(h.ready(&mut conn, &mut stream, ms(100)), Turn::Wait);
         assert_lingering(&conn);
         assert_reply_then_shutdown(&stream, reply);
         let since = stream.calls_since(mark);
@@ -1390,24 +1412,24 @@ mod lingering_close {
         assert_eq!(h.stats().bytes_discarded, extra.len() as u64);
 
         // Turn 3, later: more arrives and is discarded; the deadline stays.
-        stream.push_reads([Read::Data(vec![b'y'; 5000]), Read::WouldBlock]);
-        assert_eq!(conn.on_ready(&mut stream, &h.at(ms(1900))), Turn::Wait);
+        stream.push_reads([Read::Data(vec![b'y'; 2000]), Read::WouldBlock]);
+        assert_eq!(h.ready(&mut conn, &mut stream, ms(1900)), Turn::Wait);
         assert_lingering(&conn);
         assert_eq!(h.deadline(&conn), Some(linger_until));
         assert!(!conn.on_deadline(&h.at(ms(1900))));
 
         // Turn 4: the client has read the reply and closes.
         stream.push_reads([Read::Eof]);
-        assert_eq!(conn.on_ready(&mut stream, &h.at(ms(2000))), Turn::Wait);
+        assert_eq!(h.ready(&mut conn, &mut stream, ms(2000)), Turn::Wait);
         assert_closed(&conn, CloseReason::Completed);
         assert_eq!(stream.written, reply, "nothing written after the reply");
         assert_eq!(
             h.stats(),
             StatsSnapshot {
-                bytes_in: (line.len() + extra.len() + 5000) as u64,
+                bytes_in: (line.len() + extra.len() + 2000) as u64,
                 bytes_out: reply.len() as u64,
                 partial_writes: 1,
-                bytes_discarded: (extra.len() + 5000) as u64,
+                bytes_discarded: (extra.len() + 2000) as u64,
                 replies_completed: 1,
                 ..StatsSnapshot::default()
             }
@@ -1419,13 +1441,13 @@ mod lingering_close {
         let h = Harness::new(Framing::Line);
         let mut conn = h.connection();
         let mut stream = ScriptedStream::new().reading([data(b"hi\nand more"), Read::WouldBlock]);
-        conn.on_ready(&mut stream, &h.at(Duration::ZERO));
+        h.ready(&mut conn, &mut stream, Duration::ZERO);
         assert_reply_then_shutdown(&stream, b"ih\n");
         assert_lingering(&conn);
 
         // Bytes trickle in just before the deadline: it does not move.
         stream.push_reads([data(b"."), Read::WouldBlock]);
-        conn.on_ready(&mut stream, &h.at(LINGER - ms(1)));
+        h.ready(&mut conn, &mut stream, LINGER - ms(1));
         assert_eq!(h.deadline(&conn), Some(h.start + LINGER));
 
         assert!(conn.on_deadline(&h.at(LINGER)));
@@ -1444,7 +1466,7 @@ mod closed {
     fn conn_closed(h: &Harness) -> (Connection, ScriptedStream) {
         let mut conn = h.connection();
         let mut stream = ScriptedStream::new().reading([Read::Error(ErrorKind::ConnectionReset)]);
-        conn.on_ready(&mut stream, &h.at(Duration::ZERO));
+        h.ready(&mut conn, &mut stream, Duration::ZERO);
         assert_closed(&conn, CloseReason::Reset);
         (conn, stream)
     }
@@ -1456,7 +1478,7 @@ mod closed {
         stream.push_reads([data(b"abc")]);
         let mark = stream.mark();
 
-        assert_eq!(conn.on_ready(&mut stream, &h.at(ms(1))), Turn::Wait);
+        assert_eq!(h.ready(&mut conn, &mut stream, ms(1)), Turn::Wait);
 
         assert!(
             stream.calls_since(mark).is_empty(),
@@ -1501,12 +1523,12 @@ mod deadlines {
         let mut stream = ScriptedStream::new();
 
         stream.push_reads([data(b"ab"), Read::WouldBlock]);
-        conn.on_ready(&mut stream, &h.at(secs(4)));
+        h.ready(&mut conn, &mut stream, secs(4));
         assert_eq!(h.deadline(&conn), Some(h.start + secs(4) + IDLE));
 
         // An event that moves no byte is not progress.
         stream.push_reads([Read::WouldBlock]);
-        conn.on_ready(&mut stream, &h.at(secs(6)));
+        h.ready(&mut conn, &mut stream, secs(6));
         assert_eq!(h.deadline(&conn), Some(h.start + secs(4) + IDLE));
 
         assert!(!conn.on_deadline(&h.at(secs(4) + IDLE - ms(1))));
@@ -1524,7 +1546,7 @@ mod deadlines {
         // moving forever.
         for at in [9, 18, 27] {
             stream.push_reads([data(b"."), Read::WouldBlock]);
-            conn.on_ready(&mut stream, &h.at(secs(at)));
+            h.ready(&mut conn, &mut stream, secs(at));
             assert!(!conn.on_deadline(&h.at(secs(at))));
         }
         assert_receiving(&conn);
@@ -1550,14 +1572,14 @@ mod deadlines {
 
         stream.push_reads([data(b"abc"), Read::WouldBlock]);
         stream.push_writes([Write::WouldBlock]);
-        conn.on_ready(&mut stream, &h.at(secs(1)));
+        h.ready(&mut conn, &mut stream, secs(1));
         assert_sending(&conn);
         assert_eq!(h.deadline(&conn), None);
         assert!(!conn.on_deadline(&h.at(secs(1_000_000))));
         assert_sending(&conn);
 
         // Lingering is bounded whatever the timeouts.
-        conn.on_ready(&mut stream, &h.at(secs(2)));
+        h.ready(&mut conn, &mut stream, secs(2));
         assert_lingering(&conn);
         assert_eq!(h.deadline(&conn), Some(h.start + secs(2) + LINGER));
     }
@@ -1574,7 +1596,7 @@ mod deadlines {
         let mut stream = ScriptedStream::new()
             .reading([data(b"abc"), Read::WouldBlock])
             .writing([Write::WouldBlock]);
-        conn.on_ready(&mut stream, &h.at(secs(1)));
+        h.ready(&mut conn, &mut stream, secs(1));
         assert_sending(&conn);
         assert_eq!(h.deadline(&conn), None);
         assert!(!conn.on_deadline(&h.at(READ + secs(1))));
@@ -1590,7 +1612,7 @@ mod deadlines {
         let mut stream = ScriptedStream::new()
             .reading([data(b"abcdef"), Read::WouldBlock])
             .writing([Write::WouldBlock]);
-        conn.on_ready(&mut stream, &h.at(secs(1)));
+        h.ready(&mut conn, &mut stream, secs(1));
         assert_sending(&conn);
         assert_eq!(h.deadline(&conn), Some(h.start + secs(1) + IDLE));
         assert!(
@@ -1600,9 +1622,9 @@ mod deadlines {
 
         // A short write is progress; a write that would block is not.
         stream.push_writes([Write::Accept(2), Write::WouldBlock]);
-        conn.on_ready(&mut stream, &h.at(secs(3)));
+        h.ready(&mut conn, &mut stream, secs(3));
         stream.push_writes([Write::WouldBlock]);
-        conn.on_ready(&mut stream, &h.at(secs(4)));
+        h.ready(&mut conn, &mut stream, secs(4));
         assert_eq!(h.deadline(&conn), Some(h.start + secs(3) + IDLE));
 
         assert!(!conn.on_deadline(&h.at(secs(3) + IDLE - ms(1))));
@@ -1658,7 +1680,7 @@ mod deadlines {
         assert!(!conn.on_deadline(&h.at(secs(1_000_000))));
 
         let mut stream = ScriptedStream::new().reading([data(b"abc"), Read::WouldBlock]);
-        conn.on_ready(&mut stream, &h.at(Duration::ZERO));
+        h.ready(&mut conn, &mut stream, Duration::ZERO);
         assert!(matches!(conn.state(), State::Lingering { .. }));
         assert!(h.deadline(&conn).is_some());
     }
@@ -1684,6 +1706,8 @@ mod cut_off {
             conn.cut_off();
             assert_closed(&conn, CloseReason::ShutdownCutOff);
             assert_eq!(stream.calls.len(), calls_before, "cut off from {was}");
+            // Only a reply cut off part-way ends with a reset.
+            assert_eq!(conn.closes_with_reset(), was == "Sending", "cut off from {was}");
         }
     }
 }
@@ -1705,7 +1729,7 @@ mod chunks {
         let mut conn = h.connection();
         let mut stream = ScriptedStream::new().reading([Read::Data(vec![b'z'; 50])]);
 
-        conn.on_ready(&mut stream, &h.at(Duration::ZERO));
+        h.ready(&mut conn, &mut stream, Duration::ZERO);
 
         // Receiving: at most 4 per read and 11 (max_message + 1) in all;
         // then lingering drains the rest, still 4 at a time.
@@ -1725,7 +1749,7 @@ mod chunks {
         let mut conn = h.connection();
         let mut stream = ScriptedStream::new().reading([data(b"one byte at a time\n")]);
 
-        conn.on_ready(&mut stream, &h.at(Duration::ZERO));
+        h.ready(&mut conn, &mut stream, Duration::ZERO);
 
         assert_reply_then_shutdown(&stream, b"emit a ta etyb eno\n");
         let sizes = stream.read_sizes();
@@ -1740,7 +1764,7 @@ mod chunks {
         });
         let (mut conn, mut stream) = conn_sending(&h, b"0123456789");
 
-        conn.on_ready(&mut stream, &h.at(ms(1)));
+        h.ready(&mut conn, &mut stream, ms(1));
 
         assert_reply_then_shutdown(&stream, b"0123456789");
         assert_eq!(stream.write_offers(), [3, 3, 3, 3, 1]);
@@ -1757,7 +1781,7 @@ mod chunks {
         let (mut conn, mut stream) = conn_sending(&h, b"012345");
         stream.push_writes([Write::Accept(2)]);
 
-        conn.on_ready(&mut stream, &h.at(ms(1)));
+        h.ready(&mut conn, &mut stream, ms(1));
 
         assert_reply_then_shutdown(&stream, b"012345");
         assert_eq!(stream.write_offers(), [3, 3, 3, 1]);
@@ -1777,8 +1801,10 @@ mod turn_budget {
 
     #[test]
     fn a_lingering_client_that_never_pauses_yields_the_loop() {
+        // Chunks large enough that the bytes run out before the calls do.
+        const CHUNK: usize = 64 * 1024;
         let h = Harness::with(Config {
-            read_chunk: 4096,
+            read_chunk: CHUNK,
             ..config(Framing::Burst)
         });
         let (mut conn, mut stream) = conn_lingering(&h);
@@ -1789,10 +1815,10 @@ mod turn_budget {
         }]);
 
         let mark = stream.mark();
-        assert_eq!(conn.on_ready(&mut stream, &h.at(ms(1))), Turn::Yield);
+        assert_eq!(h.ready(&mut conn, &mut stream, ms(1)), Turn::Yield);
         let first_turn = stream.bytes_read_since(mark);
         assert!(
-            first_turn <= TURN_BUDGET && first_turn + 4096 > TURN_BUDGET,
+            first_turn <= TURN_BUDGET && first_turn + CHUNK > TURN_BUDGET,
             "yielded after {first_turn} bytes; budget {TURN_BUDGET}"
         );
         assert_lingering(&conn);
@@ -1800,7 +1826,7 @@ mod turn_budget {
         let mut turns = 1;
         loop {
             let mark = stream.mark();
-            let turn = conn.on_ready(&mut stream, &h.at(ms(1)));
+            let turn = h.ready(&mut conn, &mut stream, ms(1));
             assert!(stream.bytes_read_since(mark) <= TURN_BUDGET);
             turns += 1;
             if turn == Turn::Wait {
@@ -1829,7 +1855,7 @@ mod turn_budget {
         let mut turns = 0;
         loop {
             let before = h.stats();
-            let turn = conn.on_ready(&mut stream, &h.at(ms(1)));
+            let turn = h.ready(&mut conn, &mut stream, ms(1));
             let after = h.stats();
             let moved = (after.bytes_in - before.bytes_in) + (after.bytes_out - before.bytes_out);
             assert!(moved as usize <= TURN_BUDGET, "one turn moved {moved} bytes");
@@ -1848,6 +1874,314 @@ mod turn_budget {
         assert_reply_then_shutdown(&stream, &reversed(&message));
         assert_closed(&conn, CloseReason::Completed);
         assert_eq!(h.stats().partial_writes, 0);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Abortive close: a reply cut off part-way ends with a reset
+// ---------------------------------------------------------------------------
+
+mod abortive_close {
+    use super::*;
+
+    /// A connection in `Sending` with `written` of the 6 reply bytes out.
+    fn conn_sending_partly(h: &Harness, written: usize) -> (Connection, ScriptedStream) {
+        let (mut conn, mut stream) = conn_sending(h, b"abcdef");
+        if written > 0 {
+            stream.push_writes([Write::Accept(written), Write::WouldBlock]);
+            assert_eq!(h.ready(&mut conn, &mut stream, ms(1)), Turn::Wait);
+        }
+        assert_eq!(sending_progress(&conn), (written, 6));
+        (conn, stream)
+    }
+
+    #[test]
+    fn an_idle_timeout_while_sending_closes_with_a_reset() {
+        for written in [0, 2] {
+            let h = Harness::new(Framing::Burst);
+            let (mut conn, _stream) = conn_sending_partly(&h, written);
+            assert!(conn.on_deadline(&h.at(ms(1) + IDLE)));
+            assert_closed(&conn, CloseReason::IdleTimeout);
+            assert!(conn.closes_with_reset(), "{written} of 6 bytes written");
+            assert_eq!(
+                conn.state().to_string(),
+                "Closed(idle timeout, reply cut off: reset)"
+            );
+        }
+    }
+
+    #[test]
+    fn abandoning_or_failing_while_sending_closes_with_a_reset() {
+        let h = Harness::new(Framing::Burst);
+        let (mut conn, _stream) = conn_sending_partly(&h, 2);
+        conn.abandon(CloseReason::IoError);
+        assert_closed(&conn, CloseReason::IoError);
+        assert!(conn.closes_with_reset());
+
+        let (mut conn, mut stream) = conn_sending_partly(&h, 2);
+        stream.push_writes([Write::Error(ErrorKind::Other)]);
+        h.ready(&mut conn, &mut stream, ms(2));
+        assert_closed(&conn, CloseReason::IoError);
+        assert!(conn.closes_with_reset());
+    }
+
+    #[test]
+    fn a_reply_written_in_full_never_closes_with_a_reset() {
+        let h = Harness::new(Framing::Burst);
+        // Lingering after the reply, then timed out, closed or cut off.
+        let (mut conn, _stream) = conn_lingering(&h);
+        assert!(conn.on_deadline(&h.at(LINGER)));
+        assert!(!conn.closes_with_reset());
+        let (mut conn, _stream) = conn_lingering(&h);
+        conn.cut_off();
+        assert!(!conn.closes_with_reset());
+        // The whole reply went out, then the shutdown failed.
+        let (mut conn, mut stream) = conn_sending(&h, b"abc");
+        stream.fail_shutdown(ErrorKind::Other);
+        h.ready(&mut conn, &mut stream, ms(1));
+        assert_closed(&conn, CloseReason::IoError);
+        assert!(!conn.closes_with_reset());
+    }
+
+    #[test]
+    fn a_connection_abandoned_while_receiving_closes_without_a_reset() {
+        let h = Harness::new(Framing::Line);
+        let (mut conn, _stream) = conn_receiving(&h, b"half a li");
+        assert!(conn.on_deadline(&h.at(IDLE)));
+        assert_closed(&conn, CloseReason::IdleTimeout);
+        assert!(!conn.closes_with_reset());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Memory follows the bytes that arrived
+// ---------------------------------------------------------------------------
+
+mod memory {
+    use super::*;
+
+    fn capacity_while_receiving(conn: &Connection) -> (usize, usize) {
+        match conn.state() {
+            State::Receiving { received, .. } => (received.len(), received.capacity()),
+            other => panic!("expected Receiving, got {other}"),
+        }
+    }
+
+    /// Whatever `read_chunk` is, the message buffer holds at most about
+    /// twice what has arrived (8 bytes at least: `Vec`'s smallest
+    /// allocation), however the bytes are cut into reads.
+    #[test]
+    fn the_message_buffer_grows_with_the_bytes_delivered_not_with_read_chunk() {
+        for read_chunk in [1, 4, 16 * 1024, 1024 * 1024] {
+            let h = Harness::with(Config {
+                read_chunk,
+                max_message: 4 * 1024 * 1024,
+                ..config(Framing::Eof)
+            });
+            let (mut conn, mut stream) = conn_receiving(&h, b"");
+            let mut delivered = 0;
+            for piece in [2, 1, 5, 13, 100, 1000, 3000] {
+                stream.push_reads([Read::Data(vec![b'm'; piece]), Read::WouldBlock]);
+                // A piece may take several turns with tiny chunks.
+                for _ in 0..piece {
+                    if h.ready(&mut conn, &mut stream, ms(1)) == Turn::Wait {
+                        break;
+                    }
+                }
+                delivered += piece;
+                let (len, capacity) = capacity_while_receiving(&conn);
+                assert_eq!(len, delivered, "read_chunk {read_chunk}");
+                assert!(
+                    capacity <= (2 * delivered).max(8),
+                    "read_chunk {read_chunk}: {capacity} bytes held for {delivered} delivered"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_scratch_buffer_is_read_chunk_capped_by_the_turn_budget() {
+        let sized = |read_chunk| {
+            scratch_len(&Config {
+                read_chunk,
+                ..Config::default()
+            })
+        };
+        assert_eq!(sized(1), 1);
+        assert_eq!(sized(16 * 1024), 16 * 1024);
+        assert_eq!(sized(64 * 1024 * 1024), TURN_BUDGET);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A turn is bounded in calls as well as bytes
+// ---------------------------------------------------------------------------
+
+mod turn_calls {
+    use super::*;
+
+    fn socket_calls(calls: &[Call]) -> usize {
+        calls
+            .iter()
+            .filter(|call| matches!(call, Call::Read { .. } | Call::Write { .. }))
+            .count()
+    }
+
+    #[test]
+    fn one_byte_reads_yield_after_turn_calls() {
+        let h = Harness::with(Config {
+            read_chunk: 1,
+            max_message: 1000,
+            ..config(Framing::Eof)
+        });
+        let mut conn = h.connection();
+        let mut stream = ScriptedStream::new().reading([Read::Data(vec![b'r'; 200]), Read::Eof]);
+
+        assert_eq!(h.ready(&mut conn, &mut stream, ms(1)), Turn::Yield);
+        assert_eq!(socket_calls(&stream.calls), TURN_CALLS);
+        assert_receiving(&conn);
+        assert_eq!(h.stats().turns_yielded, 1);
+    }
+
+    #[test]
+    fn one_byte_writes_yield_after_turn_calls() {
+        let h = Harness::with(Config {
+            write_chunk: Some(1),
+            ..config(Framing::Burst)
+        });
+        // 30 one-byte writes fit in a turn (then the lingering read).
+        let (mut conn, mut stream) = conn_sending(&h, &[b'w'; 30]);
+        let mark = stream.mark();
+        assert_eq!(h.ready(&mut conn, &mut stream, ms(1)), Turn::Wait);
+        assert_eq!(socket_calls(stream.calls_since(mark)), 30 + 1);
+
+        // 200 do not.
+
+        let h = Harness::with(Config {
+            write_chunk: Some(1),
+            max_message: 1000,
+            ..config(Framing::Eof)
+        });
+        let mut conn = h.connection();
+        let mut stream = ScriptedStream::new().reading([Read::Data(vec![b'w'; 200]), Read::Eof]);
+        assert_eq!(h.ready(&mut conn, &mut stream, ms(1)), Turn::Yield);
+        assert_eq!(socket_calls(&stream.calls), TURN_CALLS, "reads, then writes");
+        let reads = stream.read_sizes().len();
+        let mark = stream.mark();
+        assert_eq!(h.ready(&mut conn, &mut stream, ms(1)), Turn::Yield);
+        assert_eq!(stream.write_offers().len(), TURN_CALLS - reads + TURN_CALLS);
+        assert_eq!(socket_calls(stream.calls_since(mark)), TURN_CALLS);
+    }
+
+    /// The ordinary case is untouched: a small client served with one-byte
+    /// chunks still finishes within a few turns.
+    #[test]
+    fn a_small_client_with_one_byte_chunks_is_served_within_two_turns() {
+        let h = Harness::with(Config {
+            read_chunk: 1,
+            write_chunk: Some(1),
+            ..config(Framing::Burst)
+        });
+        let mut conn = h.connection();
+        let mut stream = ScriptedStream::new().reading([data(b"Hello, world!"), Read::WouldBlock]);
+        let mut turns = 1;
+        while h.ready(&mut conn, &mut stream, ms(1)) == Turn::Yield {
+            turns += 1;
+        }
+        assert!(turns <= 2, "{turns} turns");
+        assert_reply_then_shutdown(&stream, b"!dlrow ,olleH");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The transition table
+// ---------------------------------------------------------------------------
+
+thread_local! {
+    /// Every transition `apply` made on this thread, in order.
+    static TRANSITIONS_TAKEN: RefCell<Vec<(StateKind, Event, StateKind)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Called by `apply` in test builds.
+pub(super) fn record_transition(transition: (StateKind, Event, StateKind)) {
+    TRANSITIONS_TAKEN.with(|taken| taken.borrow_mut().push(transition));
+}
+
+mod transitions {
+    use super::*;
+
+    /// One scenario per row of [`TRANSITIONS`], each ending with the row's
+    /// transition; together they must take every row, so the table holds
+    /// no transition the code cannot make.
+    #[test]
+    fn every_row_of_the_table_is_taken_by_some_input() {
+        let burst = Harness::new(Framing::Burst);
+        let line = Harness::new(Framing::Line);
+        let no_linger = Harness::with(Config {
+            linger: Duration::ZERO,
+            ..config(Framing::Burst)
+        });
+        // Receiving → Sending → Lingering; Lingering → Closed on the client's end.
+        let (mut conn, mut stream) = conn_lingering(&burst);
+        stream.push_reads([Read::Eof]);
+        burst.ready(&mut conn, &mut stream, ms(1));
+        // Receiving → Lingering (refused); then the linger runs out.
+        let (mut conn, _) = conn_lingering_after_oversize(&burst);
+        conn.on_deadline(&burst.at(LINGER));
+        // Receiving → Closed (refused, linger off).
+        let mut conn = no_linger.connection();
+        let mut stream = ScriptedStream::new().reading([Read::Data(vec![b'x'; MAX_MESSAGE + 1])]);
+        no_linger.ready(&mut conn, &mut stream, ms(1));
+        // Receiving → Closed: timed out, failed, abandoned.
+        let (mut conn, _) = conn_receiving(&line, b"half");
+        conn.on_deadline(&line.at(IDLE));
+        let (mut conn, mut stream) = conn_receiving(&line, b"half");
+        stream.push_reads([Read::Error(ErrorKind::ConnectionReset)]);
+        line.ready(&mut conn, &mut stream, ms(1));
+        conn_receiving(&line, b"half").0.cut_off();
+        // Sending → Closed: replied to a finished client, timed out,
+        // failed, abandoned.
+        let mut conn = burst.connection();
+        let mut stream = ScriptedStream::new().reading([data(b"abc"), Read::Eof]);
+        burst.ready(&mut conn, &mut stream, ms(1));
+        let (mut conn, _) = conn_sending(&burst, b"abc");
+        conn.on_deadline(&burst.at(IDLE));
+        let (mut conn, mut stream) = conn_sending(&burst, b"abc");
+        stream.push_writes([Write::Error(ErrorKind::BrokenPipe)]);
+        burst.ready(&mut conn, &mut stream, ms(1));
+        conn_sending(&burst, b"abc").0.cut_off();
+        // Lingering → Closed: failed, abandoned.
+        let (mut conn, mut stream) = conn_lingering(&burst);
+        stream.push_reads([Read::Error(ErrorKind::ConnectionReset)]);
+        burst.ready(&mut conn, &mut stream, ms(1));
+        conn_lingering(&burst).0.cut_off();
+
+        let taken = TRANSITIONS_TAKEN.with(|taken| taken.borrow().clone());
+        for row in TRANSITIONS {
+            assert!(taken.contains(row), "no input takes {row:?}");
+        }
+        // And `apply` checked each one against the table as it went.
+        assert!(taken.iter().all(|transition| TRANSITIONS.contains(transition)));
+    }
+
+    #[test]
+    fn nothing_leaves_closed_and_every_live_state_can_close() {
+        assert!(TRANSITIONS.iter().all(|(from, _, _)| *from != StateKind::Closed));
+        for live in [StateKind::Receiving, StateKind::Sending, StateKind::Lingering] {
+            assert!(
+                TRANSITIONS
+                    .iter()
+                    .any(|(from, _, to)| *from == live && *to == StateKind::Closed),
+                "{live:?} cannot close"
+            );
+        }
+    }
+
+    #[test]
+    fn byte_counts_in_logs_are_pluralised() {
+        assert_eq!(super::super::bytes(1usize).to_string(), "1 byte");
+        assert_eq!(super::super::bytes(0usize).to_string(), "0 bytes");
+        assert_eq!(super::super::bytes(2u64).to_string(), "2 bytes");
     }
 }
 
@@ -1910,7 +2244,7 @@ mod any_schedule {
             if conn.close_reason().is_some() {
                 return conn;
             }
-            conn.on_ready(stream, &harness.at(ms(event)));
+            harness.ready(&mut conn, stream, ms(event));
         }
         panic!("not closed after 10,000 events: {}", conn.state());
     }

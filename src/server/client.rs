@@ -14,6 +14,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use crate::connection::Connection;
+use crate::transport;
 
 /// One client: its state machine, its socket, and what the loop registered
 /// and scheduled for it (kept so that changes can be detected).
@@ -74,5 +75,16 @@ impl Client {
     /// The stream and the connection, for one turn.
     pub(super) fn parts(&mut self) -> (&mut Connection, &mut TcpStream) {
         (&mut self.connection, &mut self.stream)
+    }
+
+    /// Closes the socket by dropping it. A reply cut off mid-write closes
+    /// abortively (SO_LINGER 0): the client then sees a reset rather than an
+    /// end of stream that would make the partial reply look whole.
+    pub(super) fn close(self) {
+        if self.connection.closes_with_reset()
+            && let Err(e) = transport::reset_on_close(&self.stream)
+        {
+            trace!("{}: cannot set SO_LINGER 0: {e}", self.connection.name());
+        }
     }
 }

@@ -9,7 +9,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -188,7 +188,8 @@ pub struct RunningBinary {
     pub addrs: Vec<SocketAddr>,
     stderr_lines: Receiver<String>,
     stderr_seen: Arc<Mutex<Vec<String>>>,
-    _stdout: ChildStdout,
+    /// Stdout after the `listening on` lines, line by line.
+    stdout_lines: Receiver<String>,
 }
 
 impl RunningBinary {
@@ -223,12 +224,19 @@ impl RunningBinary {
                 .unwrap_or_else(|| panic!("expected `listening on ADDR`, got {line:?}"));
             addrs.push(addr.parse().expect("listening address"));
         }
+        let (sender, stdout_lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { break };
+                let _ = sender.send(line);
+            }
+        });
         RunningBinary {
             child,
             addrs,
             stderr_lines,
             stderr_seen,
-            _stdout: stdout.into_inner(),
+            stdout_lines,
         }
     }
 
@@ -264,6 +272,15 @@ impl RunningBinary {
         }
     }
 
+    /// Waits for the next stdout line after the `listening on` lines (and
+    /// returns it); panics after [`PATIENCE`].
+    pub fn next_stdout_line(&self) -> String {
+        match self.stdout_lines.recv_timeout(PATIENCE) {
+            Ok(line) => line,
+            Err(e) => panic!("no stdout line ({e}):\n{}", self.stderr()),
+        }
+    }
+
     /// All stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr_seen.lock().expect("stderr lock").join("\n")
@@ -293,4 +310,20 @@ impl Drop for RunningBinary {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Stops `server` and checks that every connection it accepted was counted
+/// as closed in exactly one way: once none is open, the `closed_*` counters
+/// add up to `accepted`. Returns the final counters.
+pub fn stop_accounted(server: TestServer) -> StatsSnapshot {
+    let stats = Arc::clone(&server.stats);
+    server.stop();
+    let last = stats.snapshot();
+    assert_eq!(last.open, 0, "connections left open after stop: {last:?}");
+    assert_eq!(
+        last.accepted,
+        last.closed(),
+        "accepted connections not each counted once as closed: {last:?}"
+    );
+    last
 }

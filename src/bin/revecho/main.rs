@@ -1,7 +1,8 @@
 //! The `revecho` binary: parses the command line, sets up logging, raises the
 //! descriptor limit, installs signal handling and runs the library's
 //! `Server` (telling systemd when it is ready and when it stops), or runs
-//! the `send` client.
+//! the `send` client. On SIGUSR1 it prints the server's counters to stdout,
+//! from a thread of its own.
 
 #![forbid(unsafe_code)]
 
@@ -12,9 +13,13 @@ mod send;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::thread;
 
 use log::warn;
-use revecho::{Exit, Server, describe_error, fd_limit};
+use revecho::{Exit, Server, Stats, describe_error, fd_limit};
+use signal_hook::consts::SIGUSR1;
+use signal_hook::iterator::Signals;
 
 use crate::cli::{Cli, Command, ServerArgs};
 
@@ -44,6 +49,14 @@ fn serve(args: &ServerArgs) -> ExitCode {
         Ok(server) => server,
         Err(e) => return fatal(&e),
     };
+    // Before `listening on`: a script that sends SIGUSR1 as soon as it has
+    // read the port must not meet the default action, which is to exit.
+    if let Err(e) = print_stats_on_sigusr1(server.stats()) {
+        warn!(
+            "cannot watch SIGUSR1, so no counters on demand: {}",
+            describe_error(&e)
+        );
+    }
     // On stdout and whatever the log level, so scripts can learn the port.
     let mut stdout = io::stdout().lock();
     for address in server.local_addrs() {
@@ -60,6 +73,28 @@ fn serve(args: &ServerArgs) -> ExitCode {
         Ok(Exit::Signalled(signal)) => ExitCode::from(128u8.saturating_add(signal as u8)),
         Err(e) => fatal(&e),
     }
+}
+
+/// On every SIGUSR1, prints one line of counters to stdout, whatever the log
+/// level: `stats: open=2 accepted=7 replies=5 completed=5 ...`, the same
+/// `key=value` pairs as the exit summary, with the connections open now
+/// first. A thread of its own waits for the signal and reads the counters,
+/// which any thread may read; the server's loop is not involved, and the
+/// library never writes to stdout.
+fn print_stats_on_sigusr1(stats: Arc<Stats>) -> io::Result<()> {
+    let mut signals = Signals::new([SIGUSR1])?;
+    thread::Builder::new()
+        .name("stats-on-sigusr1".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                let snapshot = stats.snapshot();
+                let mut stdout = io::stdout().lock();
+                // Nobody to tell if stdout is gone; serving goes on.
+                let _ = writeln!(stdout, "stats: open={} {snapshot}", snapshot.open);
+                let _ = stdout.flush();
+            }
+        })?;
+    Ok(())
 }
 
 /// Fatal errors are one plain line on stderr, not a log record.
