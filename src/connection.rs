@@ -52,6 +52,7 @@ use mio::Interest;
 
 use crate::Config;
 use crate::Framing;
+use crate::error::{interrupted, would_block};
 use crate::framing::{self, Scan};
 use crate::stats::Stats;
 use crate::transport::Transport;
@@ -673,7 +674,7 @@ fn receive(
             }
             // The kernel's receive buffer is empty. In burst framing
             // this is where the message ends; otherwise wait for more.
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+            Err(e) if would_block(&e) => {
                 trace!("{name}: read: would block ({} buffered)", received.len());
                 if config.framing == Framing::Burst && !received.is_empty() {
                     break Received::Burst;
@@ -681,7 +682,7 @@ fn receive(
                 return Step::Wait;
             }
             // A signal arrived during the call; nothing was lost.
-            Err(e) if e.kind() == ErrorKind::Interrupted => {
+            Err(e) if interrupted(&e) => {
                 trace!("{name}: read: interrupted, retrying");
             }
             Err(e) => break Received::Failed(e),
@@ -764,11 +765,11 @@ fn send(
                 }
             }
             // The send buffer is full: wait for a writable event.
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+            Err(e) if would_block(&e) => {
                 trace!("{name}: write: would block ({} left)", reply.len() - *written);
                 return Step::Wait;
             }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {
+            Err(e) if interrupted(&e) => {
                 trace!("{name}: write: interrupted, retrying");
             }
             Err(e) => return failed(failure(name, "write", &e)),
@@ -841,11 +842,11 @@ fn discard(
                 cx.stats.bytes_discarded(n);
                 trace!("{name}: read: {} discarded", bytes(n));
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+            Err(e) if would_block(&e) => {
                 trace!("{name}: read: would block (lingering)");
                 return Step::Wait;
             }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {
+            Err(e) if interrupted(&e) => {
                 trace!("{name}: read: interrupted, retrying");
             }
             Err(e) => return failed(ending.counted_as(failure(name, "read", &e))),
