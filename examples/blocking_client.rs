@@ -9,11 +9,12 @@
 //
 // The server it needs: any revecho in its default `--framing burst` (the
 // seed's "whatever has arrived"), for example `cargo run --release`, which
-// listens on localhost:7342. In `--framing line` or `eof` the message is
-// never complete (it has no `\n`, and this client does not half-close), so
-// the client gives up after 10 seconds. examples/minimal.rs
-// and examples/blocking_server.rs serve it too. Without ADDR it starts a
-// revecho server in this process on a free port, with the default settings.
+// listens on localhost:7342; examples/minimal.rs and
+// examples/blocking_server.rs serve it too. In `--framing line` or `eof`
+// the message is never complete (it has no `\n`, and this client does not
+// half-close), so the client gives up after 10 seconds. Without ADDR it
+// starts a revecho server in this process on a free port, with the default
+// settings.
 //
 // Blocking calls are the honest choice for a client: it talks to one server
 // and has nothing else to do while it waits. The server is the side that
