@@ -134,7 +134,12 @@ impl<L: Listen> Acceptor<L> {
     /// its limiter, once per episode).
     pub(crate) fn on_listener_ready(&mut self, index: usize, now: Instant, lines: &mut ClientLines) {
         if let Some(listener) = self.listeners.get(index) {
-            debug!("listener {}: readable", listener.address());
+            let next = match self.state {
+                State::Open { .. } => "accepting after this batch of events",
+                State::AtCapacity { .. } => "not accepting: at the connection limit",
+                State::BackingOff { .. } => "not accepting until the back-off ends",
+            };
+            debug!("listener {}: readable: {next}", listener.address());
         }
         match &mut self.state {
             State::Open { due, .. } => *due = true,
