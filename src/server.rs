@@ -673,3 +673,136 @@ mod tests {
         assert_eq!(server.poll_timeout(now), None, "reported: nothing pending");
     }
 }
+
+/// What an observer of a real server sees, over loopback.
+#[cfg(test)]
+mod observed {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpStream};
+    use std::sync::Mutex;
+    use std::sync::mpsc::{self, Sender};
+    use std::thread;
+
+    use super::*;
+    use crate::Framing;
+    use crate::connection::StateKind;
+    use crate::observer::Event as Observed;
+
+    /// Sends every event down a channel.
+    struct Forward(Mutex<Sender<Observed>>);
+
+    impl Observer for Forward {
+        fn on_event(&self, event: &Observed) {
+            if let Ok(sender) = self.0.lock() {
+                let _ = sender.send(event.clone());
+            }
+        }
+    }
+
+    #[test]
+    fn one_exchange_is_reported_from_registration_to_close() {
+        let mut server = Server::bind(Config {
+            listen: vec!["127.0.0.1:0".into()],
+            framing: Framing::Eof,
+            ..Config::default()
+        })
+        .expect("bind");
+        let (sender, events) = mpsc::channel();
+        server.set_observer(Forward(Mutex::new(sender)));
+        let address = server.local_addrs()[0];
+        let stop = server.stop_handle();
+        let serving = thread::spawn(move || server.run());
+
+        let patience = Some(Duration::from_secs(30));
+        let mut client = TcpStream::connect(address).expect("connect");
+        client.set_read_timeout(patience).expect("read timeout");
+        client.write_all(b"Hello, world!").expect("send");
+        client.shutdown(Shutdown::Write).expect("half-close");
+        let mut reply = Vec::new();
+        client.read_to_end(&mut reply).expect("reply");
+        assert_eq!(reply, b"!dlrow ,olleH");
+        // The reply's end of stream comes before the server frees the slot:
+        // wait for the close event before stopping.
+        let mut seen = Vec::new();
+        while !matches!(seen.last(), Some(Observed::Closed { .. })) {
+            seen.push(events.recv_timeout(Duration::from_secs(30)).expect("an event"));
+        }
+        stop.stop().expect("stop");
+        assert_eq!(
+            serving.join().expect("server thread").expect("run"),
+            Exit::Finished
+        );
+        seen.extend(events.try_iter());
+
+        let of_connection: Vec<&Observed> = seen
+            .iter()
+            .filter(|event| !matches!(event, Observed::Poll { .. }))
+            .collect();
+        assert_eq!(
+            of_connection.first(),
+            Some(&&Observed::Interest {
+                connection: 1,
+                from: None,
+                to: Some(Interest::READABLE)
+            }),
+            "{seen:?}"
+        );
+        let read: usize = seen
+            .iter()
+            .map(|event| match event {
+                Observed::Read { bytes, .. } => *bytes,
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(read, 13, "{seen:?}");
+        assert!(
+            seen.contains(&Observed::Wrote {
+                connection: 1,
+                written: 13,
+                offered: 13
+            }),
+            "{seen:?}"
+        );
+        // The client had finished: no lingering after the reply.
+        let states: Vec<(StateKind, StateKind)> = seen
+            .iter()
+            .filter_map(|event| match event {
+                Observed::State { from, to, .. } => Some((*from, *to)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            states,
+            [
+                (StateKind::Receiving, StateKind::Sending),
+                (StateKind::Sending, StateKind::Closed)
+            ]
+        );
+        let last_two = &of_connection[of_connection.len() - 2..];
+        assert_eq!(
+            last_two,
+            [
+                &Observed::Interest {
+                    connection: 1,
+                    from: Some(Interest::READABLE),
+                    to: None
+                },
+                &Observed::Closed {
+                    connection: 1,
+                    reason: CloseReason::Completed,
+                    abortive: false
+                }
+            ]
+        );
+        // Every wakeup is reported, the stop handle's last.
+        let wakeups: Vec<WokeBy> = seen
+            .iter()
+            .filter_map(|event| match event {
+                Observed::Poll { woke_by, .. } => Some(*woke_by),
+                _ => None,
+            })
+            .collect();
+        assert!(wakeups.len() >= 2, "{seen:?}");
+        assert_eq!(wakeups.last(), Some(&WokeBy::Waker), "{seen:?}");
+    }
+}
