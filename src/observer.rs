@@ -72,6 +72,7 @@ pub enum Operation {
 
 /// Why `poll` returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WokeBy {
     /// Readiness events (sockets, listeners or the signal pipe).
     Events,
@@ -158,6 +159,15 @@ pub enum Event {
 #[inline]
 pub(crate) fn report(observer: Option<&dyn Observer>, event: impl FnOnce() -> Event) {
     if let Some(observer) = observer {
-        observer.on_event(&event());
+        deliver(observer, &event());
     }
+}
+
+/// The call itself, kept out of line and marked cold: the code that builds
+/// and hands over an event then sits apart from the loop's own, and the
+/// branch that skips it is predicted taken.
+#[cold]
+#[inline(never)]
+fn deliver(observer: &dyn Observer, event: &Event) {
+    observer.on_event(event);
 }

@@ -228,7 +228,7 @@ impl Server {
             }
             let now = Instant::now();
             asleep_since = None;
-            self.on_wakeup(&events, now - since);
+            self.on_wakeup(&events, since, now);
             if let Some(exit) = self.dispatch(&events, now) {
                 break exit;
             }
@@ -250,11 +250,12 @@ impl Server {
     /// debug is off by default and opt-in for someone watching the loop
     /// (a learner, or an operator reproducing a problem), and every line a
     /// client can cause at the default level is rate-limited (`log_limit`).
-    fn on_wakeup(&self, events: &Events, slept: Duration) {
+    fn on_wakeup(&self, events: &Events, since: Instant, now: Instant) {
         // Nobody watching: one branch (two loads), nothing counted.
         if self.observer.is_none() && !log::log_enabled!(log::Level::Debug) {
             return;
         }
+        let slept = now.saturating_duration_since(since);
         let count = events.iter().count();
         let woke_by = if events.iter().any(|event| event.token() == token::WAKER) {
             WokeBy::Waker
