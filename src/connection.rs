@@ -133,17 +133,17 @@ pub enum State {
     },
 }
 
-/// The kind of a [`State`], without its data: what the transition table
-/// talks about.
+/// The kind of a connection's state, without its data: what the
+/// transition table talks about, and what an observer is told.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StateKind {
-    /// [`State::Receiving`].
+    /// Reading the message.
     Receiving,
-    /// [`State::Sending`].
+    /// Writing the reply.
     Sending,
-    /// [`State::Lingering`].
+    /// Write half shut down; reading and discarding until the client closes.
     Lingering,
-    /// [`State::Closed`].
+    /// Finished: deregistered, its slot freed.
     Closed,
 }
 
@@ -321,7 +321,7 @@ pub struct Context<'a> {
     pub now: Instant,
     /// Where reads land before their bytes are appended to a message (or
     /// thrown away while lingering). One buffer for the whole loop, of
-    /// [`scratch_len`] bytes: a connection's own buffer then grows only by
+    /// `scratch_len` bytes: a connection's own buffer then grows only by
     /// the bytes that arrived, and no byte of it is zeroed in advance.
     /// [`Connection::on_ready`] needs it non-empty; other inputs ignore it.
     pub scratch: &'a mut [u8],

@@ -12,7 +12,7 @@
 //! `Option<Box<dyn Observer>>`, and each place that could report an event
 //! checks it with one branch before building the event. The connection
 //! state machine owns no socket and no observer: it reports through its
-//! [`Context`](crate::internals::Context), which is how the scripted-stream
+//! `Context` (`src/connection.rs`), which is how the scripted-stream
 //! unit tests watch it too.
 //!
 //! ```
