@@ -27,7 +27,8 @@
 //! The public API is small: [`Config`] and [`Framing`] to describe a
 //! server, [`Server`] to bind and run it, [`StopHandle`] to stop it from
 //! another thread, [`Exit`] to say how it ended, [`Stats`] and
-//! [`StatsSnapshot`] to watch it. [`fd_limit`] raises the descriptor limit
+//! [`StatsSnapshot`] to watch it, an [`Observer`] to receive the loop's
+//! events ([`observer`]). [`fd_limit`] raises the descriptor limit
 //! for a configuration, and [`deadlines`] is public so that its benchmark
 //! can measure it. Every other module is private, but written to be read.
 //!
@@ -71,6 +72,8 @@
 //! - `stats`: [`Stats`], counters readable while the server runs.
 //! - [`fd_limit`]: raising the descriptor limit at start.
 //! - `log_limit`: one rate limit per kind of log line a client can cause.
+//! - [`observer`]: the loop's events as values, for programs (tests, the
+//!   timeline example) that watch it.
 //!
 //! The `revecho` binary (`src/bin/revecho/`) adds the command line, logging
 //! set-up, signal handling and the `send` client.
@@ -86,6 +89,7 @@ pub mod fd_limit;
 mod framing;
 mod listeners;
 mod log_limit;
+pub mod observer;
 mod proxy_protocol;
 mod server;
 mod stats;
@@ -94,6 +98,7 @@ mod transport;
 
 pub use config::{Config, Framing};
 pub use error::describe as describe_error;
+pub use observer::Observer;
 pub use server::{ACCEPT_BACKOFF, Exit, Server, StopHandle};
 pub use stats::{Stats, StatsSnapshot};
 pub use token::MAX_CONNECTIONS;

@@ -31,7 +31,8 @@
 //!
 //! - Volatile parts are normalized on both sides: timestamps become
 //!   `<time>`, the server's address becomes `<server>` (in the doc it is
-//!   `127.0.0.1:7342`, or `[::1]:7342`), any other address `<client>`.
+//!   `127.0.0.1:7342`, or `[::1]:7342`), any other address `<client>`, and
+//!   how long `poll` slept (`poll: slept 1.2ms, …`) `<duration>`.
 //! - Most scenarios are deterministic line for line: the client sends its
 //!   whole message in one write, so on loopback it arrives as one segment,
 //!   and the server's `--read-chunk` alone decides how it is split; the
@@ -42,12 +43,18 @@
 //! - One race is real and the walkthrough explains it: after the reply the
 //!   server's first lingering read can come before or after the client's
 //!   close reaches it. Before, that read says `would block (lingering)` and
-//!   an event `readable | read closed | ...` follows; after, the read
-//!   returns 0 at once. Those lines are left out on both sides.
+//!   a wakeup (`poll: …`) with an event `readable | read closed | ...`
+//!   follows; after, the read returns 0 at once. Those lines are left out
+//!   on both sides.
 //! - The partial-write transcript is an excerpt: its sizes depend on how
 //!   the kernel sizes its buffers. It is checked as a subsequence of the
 //!   real log with every number but 0 replaced by `N`, and its `...` lines
-//!   skipped.
+//!   skipped. One line of it is checked apart: the change of interest to
+//!   WRITABLE is logged when a turn ends, and the first turn in `Sending`
+//!   may end by yielding (before any `would block`) or at the `would
+//!   block`, so the excerpt's order around it is only one of two; what is
+//!   certain, and checked, is that it comes after `Receiving => Sending`
+//!   and before the first `writable` event.
 
 mod common;
 
@@ -189,11 +196,26 @@ fn the_partial_write_excerpt_appears_in_a_real_log() {
         .iter()
         .map(|line| numbers_as_n(line))
         .collect();
-    let excerpt: Vec<String> = normalize_doc(&block[1..])
+    let (to_writable, excerpt): (Vec<String>, Vec<String>) = normalize_doc(&block[1..])
         .iter()
         .filter(|line| !is_elision(line))
         .map(|line| numbers_as_n(line))
-        .collect();
+        .partition(|line| line.contains("interest READABLE => WRITABLE"));
+    assert_eq!(
+        to_writable.len(),
+        1,
+        "partial-writes: the excerpt should show the change of interest to WRITABLE once"
+    );
+    let position = |wanted: &str| log.iter().position(|line| line.contains(wanted));
+    let sending = position("Receiving => Sending").expect("Receiving => Sending in the log");
+    let first_writable =
+        position("writable: writing the rest of the reply").expect("a writable event in the log");
+    assert!(
+        log[sending..first_writable].contains(&to_writable[0]),
+        "partial-writes: {:?} should appear between Receiving => Sending and the first writable event:\n{}",
+        to_writable[0],
+        log.join("\n")
+    );
     assert!(
         excerpt.len() >= 8,
         "partial-writes: the excerpt is unexpectedly short"
@@ -539,8 +561,8 @@ fn normalize_doc(lines: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Replaces the timestamp, the server's address and any other socket
-/// address with placeholders.
+/// Replaces the timestamp, the server's address, any other socket
+/// address and how long `poll` slept with placeholders.
 fn normalize(line: &str, server: &[&str]) -> String {
     let mut line = line.to_string();
     // env_logger's `[2026-11-26T16:39:50.302Z INFO  revecho::server]`.
@@ -548,6 +570,12 @@ fn normalize(line: &str, server: &[&str]) -> String {
         && let Some(space) = line.find(' ')
     {
         line.replace_range(1..space, "<time>");
+    }
+    // `poll: slept 1.2ms, woke by …`.
+    if let Some(at) = line.find("poll: slept ").map(|at| at + "poll: slept ".len())
+        && let Some(comma) = line[at..].find(',')
+    {
+        line.replace_range(at..at + comma, "<duration>");
     }
     for server in server {
         line = line.replace(server, "<server>");
@@ -607,12 +635,18 @@ fn address_at(text: &str) -> Option<usize> {
 
 /// Leaves out the lines of the one race the walkthrough explains: whether
 /// the first lingering read comes before the client's close (then it would
-/// block, and an event with `read closed` follows) or after it.
+/// block, and a wakeup with an event `read closed` follows) or after it.
 fn without_lingering_race(lines: &[String]) -> Vec<String> {
-    lines
-        .iter()
-        .filter(|line| !line.contains("read: would block (lingering)") && !line.contains("read closed"))
-        .cloned()
+    let is_race = |index: usize| {
+        let line = &lines[index];
+        let next = lines.get(index + 1);
+        line.contains("read: would block (lingering)")
+            || line.contains("read closed")
+            || (line.contains("poll: slept") && next.is_some_and(|next| next.contains("read closed")))
+    };
+    (0..lines.len())
+        .filter(|&index| !is_race(index))
+        .map(|index| lines[index].clone())
         .collect()
 }
 

@@ -10,7 +10,7 @@ use log::info;
 use mio::Waker;
 use signal_hook::consts::SIGINT;
 
-use super::{Phase, Server};
+use super::{Phase, Server, context};
 
 /// How [`Server::run`] ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,7 +46,13 @@ impl Server {
         let now = Instant::now();
         for key in keys {
             if let Some(client) = self.connections.get_mut(key) {
-                client.connection.cut_off();
+                client.connection.cut_off(&context(
+                    &self.config,
+                    &self.stats,
+                    &mut [],
+                    now,
+                    self.observer.as_deref(),
+                ));
             }
             self.remove(key, now);
         }
