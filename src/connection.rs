@@ -198,6 +198,20 @@ pub const TRANSITIONS: &[(StateKind, Event, StateKind)] = {
     ]
 };
 
+impl StateKind {
+    /// The readiness a connection in this state waits for: interest follows
+    /// state. `None` for `Closed`, whose socket is deregistered. The loop
+    /// asks [`Connection::interest`], which answers from here, and the
+    /// state diagram (`diagram`) prints it, so the two cannot differ.
+    pub fn interest(self) -> Option<Interest> {
+        match self {
+            StateKind::Receiving | StateKind::Lingering => Some(Interest::READABLE),
+            StateKind::Sending => Some(Interest::WRITABLE),
+            StateKind::Closed => None,
+        }
+    }
+}
+
 impl State {
     /// The kind of state, without its data.
     pub fn kind(&self) -> StateKind {
@@ -482,11 +496,7 @@ impl Connection {
 
     /// The readiness to wait for: interest follows state. `None` once closed.
     pub fn interest(&self) -> Option<Interest> {
-        match self.state {
-            State::Receiving { .. } | State::Lingering { .. } => Some(Interest::READABLE),
-            State::Sending { .. } => Some(Interest::WRITABLE),
-            State::Closed { .. } => None,
-        }
+        self.state.kind().interest()
     }
 
     /// When this connection times out if nothing happens first.
@@ -919,5 +929,6 @@ fn failed(reason: CloseReason) -> Step {
     Step::Move(Event::Failed, Next::Closed(reason))
 }
 
+pub mod diagram;
 #[cfg(test)]
 mod tests;

@@ -36,7 +36,9 @@
 //! deliberately, from one place: the `#[doc(hidden)]` module `internals`,
 //! which exposes the connection state machine (`Connection`, `Context`,
 //! `Name`, `Turn`, `CloseReason`), the `Transport` it drives (so a target
-//! can script one) and framing's `scan` and `into_reply`. It is not part of
+//! can script one), framing's `scan` and `into_reply`, and the state
+//! diagram written from the transition table (`diagram`, for the test that
+//! keeps `docs/state-machine.md` true). It is not part of
 //! the supported API and may change with any release.
 //!
 //! ```compile_fail
@@ -109,6 +111,7 @@ pub use token::MAX_CONNECTIONS;
 #[doc(hidden)]
 #[allow(missing_docs)]
 pub mod internals {
+    pub use crate::connection::diagram;
     pub use crate::connection::{CloseReason, Connection, Context, Name, Turn};
     pub use crate::framing::{Scan, into_reply, scan};
     pub use crate::transport::Transport;

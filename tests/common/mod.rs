@@ -7,6 +7,8 @@
 
 #![allow(dead_code)] // Each test file uses a different part of this module.
 
+pub mod transcript;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
