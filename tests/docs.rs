@@ -32,7 +32,9 @@
 //! - Volatile parts are normalized on both sides: timestamps become
 //!   `<time>`, the server's address becomes `<server>` (in the doc it is
 //!   `127.0.0.1:7342`, or `[::1]:7342`), any other address `<client>`, and
-//!   how long `poll` slept (`poll: slept 1.2ms, …`) `<duration>`.
+//!   how long `poll` slept (`poll: slept 1.2ms, …`) `<duration>`. These
+//!   rules, the marking of blocks and the matching of excerpts live in
+//!   `tests/common/transcript.rs`, shared with `tests/experiments.rs`.
 //! - Most scenarios are deterministic line for line: the client sends its
 //!   whole message in one write, so on loopback it arrives as one segment,
 //!   and the server's `--read-chunk` alone decides how it is split; the
@@ -61,15 +63,14 @@ mod common;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::path::Path;
 use std::process::{Command, ExitStatus, Output, Stdio};
 
+use common::transcript::{
+    assert_between, assert_in_order, is_elision, marked_blocks, normalize, normalize_doc, numbers_as_n,
+    read_doc,
+};
 use common::{PATIENCE, RunningBinary, revecho};
 use socket2::{Domain, Protocol, Socket, Type};
-
-/// Where the server listens in every transcript of the docs.
-const DOC_SERVER: &str = "127.0.0.1:7342";
-const DOC_SERVER_V6: &str = "[::1]:7342";
 
 // ---------------------------------------------------------------------------
 // The walkthrough's transcripts
@@ -206,28 +207,19 @@ fn the_partial_write_excerpt_appears_in_a_real_log() {
         1,
         "partial-writes: the excerpt should show the change of interest to WRITABLE once"
     );
-    let position = |wanted: &str| log.iter().position(|line| line.contains(wanted));
-    let sending = position("Receiving => Sending").expect("Receiving => Sending in the log");
-    let first_writable =
-        position("writable: writing the rest of the reply").expect("a writable event in the log");
-    assert!(
-        log[sending..first_writable].contains(&to_writable[0]),
-        "partial-writes: {:?} should appear between Receiving => Sending and the first writable event:\n{}",
-        to_writable[0],
-        log.join("\n")
+    assert_between(
+        "partial-writes",
+        "docs/walkthrough.md",
+        &to_writable[0],
+        &log,
+        "Receiving => Sending",
+        "writable: writing the rest of the reply",
     );
     assert!(
         excerpt.len() >= 8,
         "partial-writes: the excerpt is unexpectedly short"
     );
-    let mut rest = log.iter();
-    for line in &excerpt {
-        assert!(
-            rest.any(|candidate| candidate == line),
-            "partial-writes: {line:?} does not appear (in this order) in the log:\n{}",
-            log.join("\n")
-        );
-    }
+    assert_in_order("partial-writes", "docs/walkthrough.md", &excerpt, &log);
 }
 
 // ---------------------------------------------------------------------------
@@ -494,48 +486,13 @@ fn with_free_port(mut command: Command) -> Command {
 }
 
 // ---------------------------------------------------------------------------
-// Reading the docs and normalizing lines
+// The walkthrough's own rules (the shared ones are in tests/common/transcript.rs)
 // ---------------------------------------------------------------------------
-
-fn read_doc(relative: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-}
 
 /// The marked blocks of the walkthrough, by name: each is its lines, the
 /// command first.
 fn walkthrough_blocks() -> HashMap<String, Vec<String>> {
-    let text = read_doc("docs/walkthrough.md");
-    let mut blocks = HashMap::new();
-    let mut lines = text.lines();
-    while let Some(line) = lines.next() {
-        let Some(name) = line
-            .trim()
-            .strip_prefix("<!-- transcript:")
-            .and_then(|rest| rest.strip_suffix("-->"))
-            .map(str::trim)
-        else {
-            continue;
-        };
-        let fence = lines.next().unwrap_or_default();
-        assert!(
-            fence.starts_with("```"),
-            "transcript {name}: a fenced block must follow the marker"
-        );
-        let body: Vec<String> = lines
-            .by_ref()
-            .take_while(|line| !line.starts_with("```"))
-            .map(str::to_string)
-            .collect();
-        assert!(
-            body.first().is_some_and(|first| first.starts_with("$ ")),
-            "transcript {name}: the first line must be the command"
-        );
-        assert!(
-            blocks.insert(name.to_string(), body).is_none(),
-            "transcript {name} appears twice"
-        );
-    }
+    let blocks = marked_blocks("docs/walkthrough.md", "transcript");
     for name in [
         "seed-server",
         "seed-client",
@@ -550,87 +507,6 @@ fn walkthrough_blocks() -> HashMap<String, Vec<String>> {
         );
     }
     blocks
-}
-
-/// A doc block's output lines, normalized as the real output will be.
-fn normalize_doc(lines: &[String]) -> Vec<String> {
-    lines
-        .iter()
-        .filter(|line| *line != "^C")
-        .map(|line| normalize(line, &[DOC_SERVER, DOC_SERVER_V6]))
-        .collect()
-}
-
-/// Replaces the timestamp, the server's address, any other socket
-/// address and how long `poll` slept with placeholders.
-fn normalize(line: &str, server: &[&str]) -> String {
-    let mut line = line.to_string();
-    // env_logger's `[2026-11-26T16:39:50.302Z INFO  revecho::server]`.
-    if line.starts_with("[2")
-        && let Some(space) = line.find(' ')
-    {
-        line.replace_range(1..space, "<time>");
-    }
-    // `poll: slept 1.2ms, woke by …`.
-    if let Some(at) = line.find("poll: slept ").map(|at| at + "poll: slept ".len())
-        && let Some(comma) = line[at..].find(',')
-    {
-        line.replace_range(at..at + comma, "<duration>");
-    }
-    for server in server {
-        line = line.replace(server, "<server>");
-    }
-    replace_addresses(&line, "<client>")
-}
-
-/// Replaces every `a.b.c.d:port` and `[v6]:port` in `line`.
-fn replace_addresses(line: &str, with: &str) -> String {
-    let bytes = line.as_bytes();
-    let mut out = String::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if let Some(len) = address_at(&line[i..]) {
-            out.push_str(with);
-            i += len;
-        } else {
-            let c = line[i..].chars().next().expect("a char");
-            out.push(c);
-            i += c.len_utf8();
-        }
-    }
-    out
-}
-
-/// The length of a socket address at the start of `text`, if one is there.
-fn address_at(text: &str) -> Option<usize> {
-    let host_len = if let Some(rest) = text.strip_prefix('[') {
-        let close = rest.find(']')?;
-        let inside = &rest[..close];
-        if inside.is_empty()
-            || !inside
-                .chars()
-                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
-        {
-            return None;
-        }
-        close + 2
-    } else {
-        let candidate: String = text
-            .chars()
-            .take_while(|c| c.is_ascii_digit() || *c == '.')
-            .collect();
-        let parts: Vec<&str> = candidate.split('.').collect();
-        if parts.len() != 4 || parts.iter().any(|part| part.is_empty() || part.len() > 3) {
-            return None;
-        }
-        candidate.len()
-    };
-    let port_len = text[host_len..]
-        .strip_prefix(':')?
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .count();
-    (port_len > 0).then_some(host_len + 1 + port_len)
 }
 
 /// Leaves out the lines of the one race the walkthrough explains: whether
@@ -648,31 +524,6 @@ fn without_lingering_race(lines: &[String]) -> Vec<String> {
         .filter(|&index| !is_race(index))
         .map(|index| lines[index].clone())
         .collect()
-}
-
-/// Every number except a lone 0 becomes `N`: sizes that depend on the
-/// kernel's buffers.
-fn numbers_as_n(line: &str) -> String {
-    let mut out = String::new();
-    let mut digits = String::new();
-    for c in line.chars().chain(std::iter::once('\u{0}')) {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        if !digits.is_empty() {
-            out.push_str(if digits == "0" { "0" } else { "N" });
-            digits.clear();
-        }
-        if c != '\u{0}' {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn is_elision(line: &str) -> bool {
-    matches!(line.trim(), "..." | "…")
 }
 
 /// Equality with both sides printed, so a failing run shows what changed.

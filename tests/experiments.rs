@@ -37,12 +37,16 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, Command, Output, Stdio};
 
-use common::transcript::{is_elision, marked_blocks, normalize, normalize_doc, numbers_as_n};
+use common::transcript::{
+    assert_between, assert_in_order, is_elision, marked_blocks, normalize, normalize_doc, numbers_as_n,
+};
 use common::{PATIENCE, RunningBinary, revecho};
 use socket2::{Domain, Protocol, Socket, Type};
 
+const PAGE: &str = "docs/experiments.md";
+
 fn exercises() -> HashMap<String, Vec<String>> {
-    marked_blocks("docs/experiments.md", "experiment")
+    marked_blocks(PAGE, "experiment")
 }
 
 /// The block named `name`, after checking that its command is `command`.
@@ -65,27 +69,30 @@ enum Numbers {
     Vary,
 }
 
-/// Checks that the output lines of `block` appear in `actual`, in order.
-fn assert_excerpt(name: &str, block: &[String], actual: &[String], numbers: Numbers) {
-    let shape = |line: &String| match numbers {
-        Numbers::Exact => line.clone(),
-        Numbers::Vary => numbers_as_n(line),
-    };
+/// The output lines of `block` as they are compared: normalized, without
+/// `...` lines, numbers shaped by `numbers`.
+fn excerpt_of(name: &str, block: &[String], numbers: Numbers) -> Vec<String> {
     let excerpt: Vec<String> = normalize_doc(&block[1..])
         .iter()
         .filter(|line| !is_elision(line))
-        .map(shape)
+        .map(|line| shape(line, numbers))
         .collect();
     assert!(!excerpt.is_empty(), "{name}: the block shows no output");
-    let actual: Vec<String> = actual.iter().map(shape).collect();
-    let mut rest = actual.iter();
-    for line in &excerpt {
-        assert!(
-            rest.any(|candidate| candidate == line),
-            "{name}: docs/experiments.md shows {line:?}, which does not appear (in this order) in the real output:\n{}",
-            actual.join("\n")
-        );
+    excerpt
+}
+
+fn shape(line: &str, numbers: Numbers) -> String {
+    match numbers {
+        Numbers::Exact => line.to_string(),
+        Numbers::Vary => numbers_as_n(line),
     }
+}
+
+/// Checks that the output lines of `block` appear in `actual`, in order.
+fn assert_excerpt(name: &str, block: &[String], actual: &[String], numbers: Numbers) {
+    let excerpt = excerpt_of(name, block, numbers);
+    let actual: Vec<String> = actual.iter().map(|line| shape(line, numbers)).collect();
+    assert_in_order(name, PAGE, &excerpt, &actual);
 }
 
 // ---------------------------------------------------------------------------

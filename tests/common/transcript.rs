@@ -1,16 +1,21 @@
 //! Reading console transcripts out of the docs and normalizing log lines,
 //! so that a test can compare a page with what the real binary printed.
 //!
-//! The same rules as `tests/docs.rs` (the walkthrough's transcripts), for
-//! the pages that came after it (`tests/experiments.rs`):
+//! One implementation for every page checked this way: the walkthrough
+//! (`tests/docs.rs`) and the experiments (`tests/experiments.rs`).
 //!
 //! - A block is marked by an HTML comment, `<!-- KIND: NAME -->`, followed
 //!   by a fenced block whose first line is the command (`$ …`).
 //! - Timestamps become `<time>`, the server's address `<server>` (in the
 //!   docs it is `127.0.0.1:7342` or `[::1]:7342`), any other socket address
-//!   `<client>`.
+//!   `<client>`, and how long `poll` slept (`poll: slept 1.2ms, …`)
+//!   `<duration>`.
 //! - Where sizes depend on the kernel's buffers, every number but a lone 0
 //!   becomes `N` ([`numbers_as_n`]), and `...` lines mark left-out lines.
+//! - An excerpt matches when its lines appear in the real output in the same
+//!   order ([`assert_in_order`]). A line whose place among its neighbours
+//!   depends on timing is checked apart, between two lines that certainly
+//!   come before and after it ([`assert_between`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -72,8 +77,8 @@ pub fn normalize_doc(lines: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Replaces the timestamp, the server's address and any other socket
-/// address with placeholders.
+/// Replaces the timestamp, the server's address, any other socket
+/// address and how long `poll` slept with placeholders.
 pub fn normalize(line: &str, server: &[&str]) -> String {
     let mut line = line.to_string();
     // env_logger's `[2026-11-26T16:39:50.302Z INFO  revecho::server]`.
@@ -81,6 +86,12 @@ pub fn normalize(line: &str, server: &[&str]) -> String {
         && let Some(space) = line.find(' ')
     {
         line.replace_range(1..space, "<time>");
+    }
+    // `poll: slept 1.2ms, woke by …`.
+    if let Some(at) = line.find("poll: slept ").map(|at| at + "poll: slept ".len())
+        && let Some(comma) = line[at..].find(',')
+    {
+        line.replace_range(at..at + comma, "<duration>");
     }
     for server in server {
         line = line.replace(server, "<server>");
@@ -162,4 +173,36 @@ pub fn numbers_as_n(line: &str) -> String {
 /// A line that stands for left-out lines.
 pub fn is_elision(line: &str) -> bool {
     matches!(line.trim(), "..." | "…")
+}
+
+/// Checks that the lines of `excerpt`, taken from `page`, appear in `actual`
+/// in the same order; other lines may come between them.
+pub fn assert_in_order(name: &str, page: &str, excerpt: &[String], actual: &[String]) {
+    let mut rest = actual.iter();
+    for line in excerpt {
+        assert!(
+            rest.any(|candidate| candidate == line),
+            "{name}: {page} shows {line:?}, which does not appear (in this order) in the real output:\n{}",
+            actual.join("\n")
+        );
+    }
+}
+
+/// Checks that `line`, taken from `page`, appears in `actual` after the
+/// first line that contains `after` and before the first that contains
+/// `before`: for a line whose order among its neighbours depends on timing,
+/// but not its place between those two.
+pub fn assert_between(name: &str, page: &str, line: &str, actual: &[String], after: &str, before: &str) {
+    let position = |wanted: &str| {
+        actual
+            .iter()
+            .position(|candidate| candidate.contains(wanted))
+            .unwrap_or_else(|| panic!("{name}: no {wanted:?} in the real output:\n{}", actual.join("\n")))
+    };
+    let (start, end) = (position(after), position(before));
+    assert!(
+        actual[start..end].iter().any(|candidate| candidate == line),
+        "{name}: {page} shows {line:?}, which should appear between {after:?} and {before:?} in the real output:\n{}",
+        actual.join("\n")
+    );
 }
