@@ -20,10 +20,14 @@
 //! block's numbers are compared as "some number other than 0"; the other
 //! blocks are compared number for number. Lines that depend on a race are
 //! left out of the excerpts, so only what every run must print is checked.
+//! One line moves with timing but stays between two others (the slow
+//! reader's change of interest to WRITABLE): it is checked apart, between
+//! them.
 //!
 //! Where the page runs an example (`slow_reader`, `rst_demo`) as the
 //! client, the test plays that client itself, the same way, except that it
-//! waits for the server's log line instead of pausing: the order of events
+//! waits for the server's log line instead of pausing (the slow reader) or
+//! before closing (the lingering `rst_demo` client): the order of events
 //! the page shows is then certain.
 //!
 //! Nothing sleeps to synchronize: the test waits for log lines, replies and
@@ -244,8 +248,29 @@ fn a_slow_reader_forces_partial_writes_and_a_writable_event() {
     assert!(reply.iter().eq(message.iter().rev()), "not the exact reversal");
     drop(client);
     server.wait_for_log("): closed");
-    let log = stop(server);
-    assert_excerpt("slow-reader-server", &server_block, &log, Numbers::Vary);
+    let log: Vec<String> = stop(server).iter().map(|line| numbers_as_n(line)).collect();
+    // The change of interest is logged when a turn in `Sending` ends: by
+    // yielding, before any `would block`, or at the `would block`. Which
+    // comes first depends on the budget left and the send buffer's size,
+    // so only its place between these two lines is certain.
+    let (to_writable, excerpt): (Vec<String>, Vec<String>) =
+        excerpt_of("slow-reader-server", &server_block, Numbers::Vary)
+            .into_iter()
+            .partition(|line| line.contains("interest READABLE => WRITABLE"));
+    assert_eq!(
+        to_writable.len(),
+        1,
+        "slow-reader-server: the page should show the change of interest to WRITABLE once"
+    );
+    assert_between(
+        "slow-reader-server",
+        PAGE,
+        &to_writable[0],
+        &log,
+        "Receiving => Sending",
+        "writable: writing the rest of the reply",
+    );
+    assert_in_order("slow-reader-server", PAGE, &excerpt, &log);
     let client_block = block(
         "slow-reader-client",
         "$ cargo run --example slow_reader -- localhost:7342",
@@ -283,8 +308,9 @@ fn would_block_means_nothing_more_for_now() {
 /// `read N of M reply bytes, then …`, as the example prints it. The reply
 /// is larger than the server's send buffer, so the server is still in
 /// `Sending`, not reading, when `more` arrives (see the example's header):
-/// no waiting is needed for the order to be certain.
-fn rst_exchange(server: &RunningBinary) -> String {
+/// no waiting is needed for the order to be certain. The client is
+/// returned open: dropping it closes it.
+fn rst_exchange(server: &RunningBinary) -> (String, TcpStream) {
     const LINE_SIZE: usize = 8 * 1024 * 1024;
     let mut client = connect_with_small_receive_buffer(server.addr());
     let mut line = vec![b'x'; LINE_SIZE];
@@ -306,7 +332,8 @@ fn rst_exchange(server: &RunningBinary) -> String {
         }
     };
     assert!(reply.iter().all(|&byte| byte == b'x' || byte == b'\n'));
-    format!("read {} of {} reply bytes, {ending}", reply.len(), LINE_SIZE + 1)
+    let outcome = format!("read {} of {} reply bytes, {ending}", reply.len(), LINE_SIZE + 1);
+    (outcome, client)
 }
 
 #[test]
@@ -325,7 +352,8 @@ fn without_lingering_a_client_that_sends_more_loses_its_reply_to_a_reset() {
         "--linger",
         "0",
     ]);
-    let outcome = rst_exchange(&server);
+    let (outcome, client) = rst_exchange(&server);
+    drop(client);
     server.wait_for_log("): closed");
     let log = stop(server);
     assert_excerpt("rst-server", &server_block, &log, Numbers::Vary);
@@ -343,8 +371,13 @@ fn with_lingering_the_same_client_gets_the_whole_reply() {
         "$ cargo run --example rst_demo -- localhost:7342",
     );
     let server = serve(&["-v", "--framing", "line", "--max-message", "16MiB"]);
-    // The client drops its socket after end of stream: it closes.
-    let outcome = rst_exchange(&server);
+    // The example closes right after end of stream. The test waits until
+    // the server has registered READABLE again: had the close arrived
+    // before the first lingering read, that read would have ended the
+    // connection in the same turn, with no change of interest to log.
+    let (outcome, client) = rst_exchange(&server);
+    server.wait_for_log("interest WRITABLE => READABLE");
+    drop(client);
     server.wait_for_log("): closed");
     let log = stop(server);
     assert_excerpt("linger-server", &server_block, &log, Numbers::Vary);
