@@ -381,6 +381,18 @@ fn with_lingering_the_same_client_gets_the_whole_reply() {
     server.wait_for_log("): closed");
     let log = stop(server);
     assert_excerpt("linger-server", &server_block, &log, Numbers::Vary);
+    // docs/state-machine.md quotes the same run for its registration lines.
+    let registration = marked_blocks("docs/state-machine.md", "registration");
+    let registration_block = registration
+        .get("lingering")
+        .expect("docs/state-machine.md has no registration block `lingering`");
+    assert_eq!(
+        registration_block[0], server_block[0],
+        "docs/state-machine.md: the registration excerpt should run the same server as exercise 5"
+    );
+    let excerpt = excerpt_of("registration", registration_block, Numbers::Vary);
+    let actual: Vec<String> = log.iter().map(|line| numbers_as_n(line)).collect();
+    assert_in_order("registration", "docs/state-machine.md", &excerpt, &actual);
     assert_excerpt("linger-client", &client_block, &[outcome], Numbers::Exact);
 }
 
