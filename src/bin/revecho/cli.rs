@@ -54,6 +54,8 @@ impl Cli {
 pub enum Command {
     /// Send a message to a revecho server and print the reply.
     Send(SendArgs),
+    /// Load a server with many connections and report rates, latencies and errors.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// How a message ends (see `Framing`).
