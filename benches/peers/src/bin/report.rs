@@ -25,7 +25,7 @@ const SECTIONS: [(&str, &str); 4] = [
     ),
     (
         "rss_kib",
-        "RSS growth per idle connection, KiB (VmRSS, 10,000 held)",
+        "RSS growth per idle connection, KiB (VmRSS before and while they are held)",
     ),
     (
         "idle_effect",
