@@ -41,6 +41,8 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+# Interrupted: exit, so that the EXIT trap stops the servers and the holder.
+trap 'exit 130' INT TERM
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "compare.sh: $*"; exit 1; }
@@ -124,7 +126,7 @@ cpu_point() {
     shift 4
     # shellcheck disable=SC2086 # the command is words on purpose
     start_server $command
-    bench --requests 300 --concurrency 8 "$@" >/dev/null # warm up, not counted
+    bench --requests 300 "$@" >/dev/null # warm up, not counted
     local before json after completed errors
     before=$(cpu_ticks)
     json=$(bench --duration "${seconds}s" "$@")
