@@ -163,7 +163,7 @@ fn chart(table: &Table, path: &str) -> Result<(), Box<dyn std::error::Error>> {
         .flatten()
         .map(|&(_, ratio)| ratio)
         .fold(1.0, f64::max);
-    let root = SVGBackend::new(path, (960, 540)).into_drawing_area();
+    let root = SVGBackend::new(path, (960, 720)).into_drawing_area();
     root.fill(&WHITE)?;
     let labels: Vec<String> = points.iter().map(|(point, _)| point.clone()).collect();
     let mut chart = ChartBuilder::on(&root)
@@ -172,7 +172,7 @@ fn chart(table: &Table, path: &str) -> Result<(), Box<dyn std::error::Error>> {
             ("sans-serif", 20),
         )
         .margin(12)
-        .x_label_area_size(150)
+        .x_label_area_size(280)
         .y_label_area_size(50)
         .build_cartesian_2d(-0.5f64..labels.len() as f64 - 0.5, 0f64..highest * 1.1)?;
     chart
