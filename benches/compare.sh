@@ -17,7 +17,7 @@
 #   COMPARE_ROUNDS     rounds (default 5)
 #   COMPARE_IDLE       idle connections for the memory point (default 10000)
 #   COMPARE_CALLGRIND  0 skips the callgrind instruction counts (default 1)
-#   COMPARE_DOCS       0 leaves docs/ alone (default 1)
+#   COMPARE_DOCS       0 leaves docs/ alone, chart included (default 1)
 set -euo pipefail
 
 seconds=${COMPARE_SECONDS:-3}
@@ -298,7 +298,9 @@ if [[ $callgrind == 1 ]]; then
 fi
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
-tables=$("$report" "$results" "$root/docs/benchmarks.svg")
+chart="$work/benchmarks.svg"
+[[ $write_docs == 1 ]] && chart="$root/docs/benchmarks.svg"
+tables=$("$report" "$results" "$chart")
 cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 section="$work/section.md"
 {
