@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use plotters::prelude::*;
 
 /// What each section measures, for the table's headings.
-const SECTIONS: [(&str, &str); 4] = [
+const SECTIONS: [(&str, &str); 5] = [
     (
         "cpu_us",
         "Server CPU per connection, µs (utime+stime of the server process)",
@@ -30,6 +30,10 @@ const SECTIONS: [(&str, &str); 4] = [
     (
         "idle_effect",
         "Exchange latency p50 with and without 5,000 idle connections, µs",
+    ),
+    (
+        "idle_ratio",
+        "The same as a ratio: p50 among idle connections ÷ p50 without, within each round",
     ),
 ];
 
