@@ -164,6 +164,17 @@ fn a_closed_port_gives_refused_errors_and_a_failing_exit() {
 }
 
 #[test]
+fn connects_that_fail_at_once_end_with_the_duration_instead_of_spinning_forever() {
+    // A TCP connect to the broadcast address fails inside `connect` itself
+    // (ENETUNREACH), not later as an event.
+    let addr: SocketAddr = "255.255.255.255:9".parse().expect("address");
+    let run = bench(addr, &["--duration", "200ms"]);
+    assert!(!run.status.success());
+    assert!(run.count("errors_other") > 0, "{}", run.report);
+    assert_eq!(run.count("completed"), 0);
+}
+
+#[test]
 fn a_server_that_never_replies_gives_timeouts_not_a_hang() {
     // The kernel completes the handshakes into the backlog; nobody ever
     // accepts, so nothing is ever replied.

@@ -169,8 +169,15 @@ impl<'run> Driver<'run> {
         }
     }
 
+    /// Starts connections in the free slots, one attempt per slot free on
+    /// entry: a connect that fails at once (no route, out of ports) frees
+    /// its slot again, and retrying it here would spin without end while
+    /// `now` stands still. The loop retries on its next turn instead.
     fn start_connections(&mut self, now: Instant) {
-        while !self.free.is_empty() && self.may_start(now) {
+        for _ in 0..self.free.len() {
+            if !self.may_start(now) {
+                return;
+            }
             let started = match self.next_planned_start {
                 Some(planned) if planned > now => return,
                 Some(planned) => {
