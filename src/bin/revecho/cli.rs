@@ -85,6 +85,8 @@ pub enum Command {
     /// Send a message to a revecho server and print the reply.
     #[command(version, display_name = "revecho", after_help = SEND_AFTER_HELP)]
     Send(SendArgs),
+    /// Load a server with many connections and report rates, latencies and errors.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// How a message ends (see `Framing`).

@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+mod bench;
 mod cli;
 mod logging;
 mod notify;
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse_args();
     match cli.command {
         Some(Command::Send(args)) => send::run(args),
+        Some(Command::Bench(args)) => bench::run(args),
         None => serve(&cli.server),
     }
 }
