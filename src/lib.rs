@@ -91,12 +91,14 @@ mod server;
 mod stats;
 mod token;
 mod transport;
+mod workers;
 
 pub use config::{Config, Framing};
 pub use error::describe as describe_error;
 pub use server::{ACCEPT_BACKOFF, Exit, Server, StopHandle};
 pub use stats::{Stats, StatsSnapshot};
 pub use token::MAX_CONNECTIONS;
+pub use workers::{Heartbeat, Workers};
 
 /// Internal entry points for benchmarks and fuzz targets: the connection
 /// state machine, a scriptable [`Transport`](internals::Transport) and the
