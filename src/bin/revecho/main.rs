@@ -1,10 +1,12 @@
 //! The `revecho` binary: parses the command line, sets up logging, raises the
-//! descriptor limit, installs signal handling and runs the library's
-//! `Server` (telling systemd when it is ready and when it stops), or runs
-//! the `send` client.
+//! descriptor limit, takes over the sockets systemd passed (socket
+//! activation), and runs the library's `Workers` (one `Server` loop per
+//! `--workers`, telling systemd when it is ready, that it is alive, and
+//! when it stops), or runs the `send` client.
 
 #![forbid(unsafe_code)]
 
+mod activation;
 mod cli;
 mod logging;
 mod notify;
@@ -14,7 +16,7 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 
 use log::warn;
-use revecho::{Exit, Server, describe_error, fd_limit};
+use revecho::{Exit, Workers, describe_error, fd_limit};
 
 use crate::cli::{Cli, Command, ServerArgs};
 
@@ -29,9 +31,17 @@ fn main() -> ExitCode {
 fn serve(args: &ServerArgs) -> ExitCode {
     // Before anything is bound or raised: a usage error, status 2.
     args.check_combination();
+    // Before any thread starts: listenfd removes LISTEN_FDS and LISTEN_PID
+    // from the environment, so that a child process cannot mistake our
+    // sockets for its own.
+    let inherited = match activation::inherited_listeners(args) {
+        Ok(inherited) => inherited,
+        Err(e) => return fatal(&e),
+    };
     logging::init(args.verbose, args.quiet);
     let config = args.to_config();
-    match fd_limit::raise_fd_limit(&config) {
+    let workers = args.workers.resolve();
+    match fd_limit::raise_fd_limit_for_workers(&config, workers) {
         Ok(limit) if limit.is_short() => warn!(
             "open file limit is {} but --max-connections {} with --backlog {} may need {}; \
              accept will back off when descriptors run out",
@@ -40,7 +50,11 @@ fn serve(args: &ServerArgs) -> ExitCode {
         Ok(_) => {}
         Err(e) => warn!("cannot raise the open file limit: {}", describe_error(&e)),
     }
-    let mut server = match Server::bind(config) {
+    let bound = match inherited {
+        Some(listeners) => Workers::from_listeners(config, workers, listeners),
+        None => Workers::bind(config, workers),
+    };
+    let mut server = match bound {
         Ok(server) => server,
         Err(e) => return fatal(&e),
     };
@@ -52,8 +66,13 @@ fn serve(args: &ServerArgs) -> ExitCode {
     let _ = stdout.flush();
     drop(stdout);
     let systemd = notify::Systemd::from_environment();
+    let on_shutdown = systemd.clone();
+    server.on_shutdown(move || on_shutdown.stopping());
+    let watchdog = systemd.start_watchdog(server.heartbeat());
     systemd.ready();
     let result = server.run();
+    drop(watchdog);
+    // Sent already when shutdown began; this covers a loop that failed.
     systemd.stopping();
     match result {
         Ok(Exit::Finished) => ExitCode::SUCCESS,
