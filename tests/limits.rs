@@ -726,7 +726,7 @@ const COIN_TOSSES: usize = 1000;
 fn both_workers_accept_connections_spread_by_the_kernel() {
     let workers = common::TestWorkers::start(config(), 2);
     let mut sent = 0;
-    while workers.accepted().iter().any(|&accepted| accepted == 0) {
+    while workers.accepted().contains(&0) {
         assert!(
             sent < COIN_TOSSES,
             "one worker never accepted: {:?}",
@@ -760,7 +760,7 @@ fn the_per_ip_limit_is_one_limit_across_workers() {
     // Every later client from the same address is refused, whichever
     // worker the kernel hands it to, until both workers have refused or
     // admitted one: then the other worker saw the first one's count.
-    while workers.accepted().iter().any(|&accepted| accepted == 0) {
+    while workers.accepted().contains(&0) {
         assert!(
             refused < COIN_TOSSES as u64,
             "one worker never accepted: {:?}",
