@@ -21,7 +21,7 @@
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, trace, warn};
@@ -50,7 +50,8 @@ mod shutdown;
 pub use acceptor::ACCEPT_BACKOFF;
 use acceptor::{Acceptor, Step};
 use client::Client;
-use per_ip::PerAddress;
+pub(crate) use per_ip::{PerAddress, PerIp};
+pub(crate) use shutdown::signal_name;
 pub use shutdown::{Exit, StopHandle};
 
 /// Where the server is in its life. Stored once: whether it accepts follows
@@ -73,14 +74,18 @@ pub struct Server {
     /// The bound addresses, kept after the listeners close at shutdown.
     addresses: Vec<SocketAddr>,
     connections: Slab<Client>,
-    /// Connections held per address, against `max_connections_per_ip`.
-    per_address: PerAddress,
+    /// Connections held per address, against `max_connections_per_ip`:
+    /// this server's own, or shared by every worker.
+    per_address: PerIp,
     deadlines: Deadlines,
     /// Connections that used up their turn's budget while still ready.
     yielded: Vec<Token>,
     next_id: u64,
     stats: Arc<Stats>,
     stop_requested: Arc<AtomicBool>,
+    /// Set (to a signal number) by the workers' coordinator on a second
+    /// signal: exit at once.
+    exit_now: Arc<AtomicI32>,
     waker: Arc<Waker>,
     signals: Option<Signals>,
     /// One rate limit per kind of log line a client can cause.
@@ -90,6 +95,12 @@ pub struct Server {
     scratch: Vec<u8>,
     /// Who watches the loop's events, if anyone: see [`Server::set_observer`].
     observer: Option<Box<dyn Observer>>,
+    /// Called once, when shutdown begins.
+    on_shutdown: Option<Box<dyn FnOnce() + Send>>,
+    /// Whether this server is one of several [`Workers`](crate::Workers):
+    /// then the workers log the start line and one summed summary, not
+    /// each server.
+    is_worker: bool,
 }
 
 impl std::fmt::Debug for Server {
@@ -130,8 +141,40 @@ impl Server {
         config
             .validate()
             .map_err(|message| io::Error::new(ErrorKind::InvalidInput, message))?;
+        let listeners = listeners::bind_all(&config.listen, config.backlog, false)?;
+        let per_address = PerIp::own(config.max_connections_per_ip);
+        Server::assemble(config, listeners, per_address)
+    }
+
+    /// Serves sockets that are already bound and listening, such as the
+    /// ones systemd hands over (socket activation), instead of binding
+    /// `config.listen`, which is ignored, as is `config.backlog` (the
+    /// listen backlog was fixed by whoever called `listen`). Each listener
+    /// is made non-blocking here: sockets handed over are usually blocking,
+    /// and a blocking `accept` would stall the loop.
+    pub fn from_listeners(config: Config, listeners: Vec<std::net::TcpListener>) -> io::Result<Server> {
+        config
+            .validate_limits()
+            .map_err(|message| io::Error::new(ErrorKind::InvalidInput, message))?;
+        let listeners = listeners
+            .into_iter()
+            .map(listeners::adopt)
+            .collect::<io::Result<Vec<Listener>>>()?;
+        let per_address = PerIp::own(config.max_connections_per_ip);
+        Server::assemble(config, listeners, per_address)
+    }
+
+    /// Registers `listeners`, the waker and (when asked) the signals with a
+    /// new `Poll`. `config` has been validated.
+    pub(crate) fn assemble(
+        config: Config,
+        listeners: Vec<Listener>,
+        per_address: PerIp,
+    ) -> io::Result<Server> {
+        if listeners.is_empty() {
+            return Err(io::Error::new(ErrorKind::InvalidInput, "no socket to listen on"));
+        }
         let poll = Poll::new()?;
-        let listeners = listeners::bind_all(&config.listen, config.backlog)?;
         let addresses = listeners.iter().map(|listener| listener.address).collect();
         let mut acceptor = Acceptor::new(listeners, config.max_connections);
         acceptor.register(poll.registry())?;
@@ -146,7 +189,7 @@ impl Server {
         };
         let scratch = vec![0; connection::scratch_len(&config)];
         Ok(Server {
-            per_address: PerAddress::new(config.max_connections_per_ip),
+            per_address,
             config,
             poll,
             phase: Phase::Serving(acceptor),
@@ -157,11 +200,14 @@ impl Server {
             next_id: 0,
             stats: Arc::new(Stats::default()),
             stop_requested: Arc::new(AtomicBool::new(false)),
+            exit_now: Arc::new(AtomicI32::new(0)),
             waker,
             signals,
             lines: ClientLines::new(),
             scratch,
             observer: None,
+            on_shutdown: None,
+            is_worker: false,
         })
     }
 
@@ -170,6 +216,26 @@ impl Server {
     /// and registration changes, closes. See [`crate::observer`].
     pub fn set_observer(&mut self, observer: impl Observer + 'static) {
         self.observer = Some(Box::new(observer));
+    }
+
+    /// Makes this server one of several workers (see `is_worker`).
+    pub(crate) fn into_worker(mut self) -> Server {
+        self.is_worker = true;
+        self
+    }
+
+    /// Calls `hook` once, when shutdown begins (a signal, the stop handle):
+    /// before the connections in flight have finished, unlike the return
+    /// of [`run`](Server::run). The `revecho` binary sends systemd's
+    /// `STOPPING=1` from it.
+    pub fn on_shutdown(&mut self, hook: impl FnOnce() + Send + 'static) {
+        self.on_shutdown = Some(Box::new(hook));
+    }
+
+    /// The waker of this server's loop, for heartbeat requests: a wake-up
+    /// with no stop requested makes the loop turn once and nothing else.
+    pub(crate) fn waker(&self) -> Arc<Waker> {
+        Arc::clone(&self.waker)
     }
 
     /// The addresses actually bound (with real ports where 0 was asked for).
@@ -191,6 +257,7 @@ impl Server {
     pub fn stop_handle(&self) -> StopHandle {
         StopHandle {
             requested: Arc::clone(&self.stop_requested),
+            exit_now: Arc::clone(&self.exit_now),
             waker: Arc::clone(&self.waker),
         }
     }
@@ -198,12 +265,9 @@ impl Server {
     /// Serves until stopped (by the stop handle or, when enabled, a signal),
     /// then logs a summary. Returns an error only if `poll` itself fails.
     pub fn run(&mut self) -> io::Result<Exit> {
-        info!(
-            "serving: framing {}, max message {}, max connections {}",
-            self.config.framing,
-            connection::bytes(self.config.max_message),
-            self.config.max_connections
-        );
+        if !self.is_worker {
+            log_start(&self.config, self.config.max_connections);
+        }
         let mut events = Events::with_capacity(1024);
         // When the current wait began: kept across a retry after a signal,
         // so that the wakeup line reports the whole sleep.
@@ -325,6 +389,12 @@ impl Server {
                     }
                 }
                 Source::Waker => {
+                    if let Some(signal) = self.stop_handle().exit_now_requested() {
+                        info!("{} again: exiting now", signal_name(signal));
+                        return Some(Exit::Signalled(signal));
+                    }
+                    // Without a stop request, a wake-up is a heartbeat
+                    // request: this turn of the loop was the answer.
                     if self.stop_requested.load(Ordering::SeqCst) {
                         self.begin_shutdown("stop requested", now);
                     }
@@ -586,7 +656,9 @@ impl Server {
     /// lost otherwise), then the summary.
     fn log_summary(&mut self) {
         self.lines.report_all();
-        info!("summary: {}", self.stats.snapshot());
+        if !self.is_worker {
+            info!("summary: {}", self.stats.snapshot());
+        }
     }
 }
 
@@ -629,6 +701,17 @@ fn connections_count(n: usize) -> String {
     } else {
         format!("{n} connections")
     }
+}
+
+/// The line that starts a run. `max_connections` is the total, which for
+/// workers is not any one server's share.
+pub(crate) fn log_start(config: &Config, max_connections: usize) {
+    info!(
+        "serving: framing {}, max message {}, max connections {}",
+        config.framing,
+        connection::bytes(config.max_message),
+        max_connections
+    );
 }
 
 /// `readable`, `writable | read closed`, …: what a readiness event says.
