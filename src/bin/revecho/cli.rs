@@ -180,7 +180,7 @@ pub struct ServerArgs {
     #[arg(long, value_name = "N|auto", env = "REVECHO_WORKERS", default_value = "1", value_parser = parse_workers)]
     pub workers: WorkerCount,
 
-    /// More log detail: -v shows every readiness event and state change, -vv every read and write
+    /// More log detail: -v shows every poll wakeup, readiness event, registration change and state change; -vv every read and write
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
