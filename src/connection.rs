@@ -871,4 +871,6 @@ fn failed(reason: CloseReason) -> Step {
 }
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;

@@ -35,8 +35,9 @@
 //! deliberately, from one place: the `#[doc(hidden)]` module `internals`,
 //! which exposes the connection state machine (`Connection`, `Context`,
 //! `Name`, `Turn`, `CloseReason`), the `Transport` it drives (so a target
-//! can script one) and framing's `scan` and `into_reply`. It is not part of
-//! the supported API and may change with any release.
+//! can script one), framing's `scan` and `into_reply`, and `fuzz`, the
+//! bodies of the fuzz targets in `fuzz/` (`src/fuzz_entry.rs`). It is not
+//! part of the supported API and may change with any release.
 //!
 //! ```compile_fail
 //! // The modules themselves are private:
@@ -84,6 +85,7 @@ pub mod deadlines;
 mod error;
 pub mod fd_limit;
 mod framing;
+mod fuzz_entry;
 mod listeners;
 mod log_limit;
 mod proxy_protocol;
@@ -107,4 +109,9 @@ pub mod internals {
     pub use crate::connection::{CloseReason, Connection, Context, Name, Turn};
     pub use crate::framing::{Scan, into_reply, scan};
     pub use crate::transport::Transport;
+
+    /// The fuzz targets' bodies, replayed by `tests/fuzz_corpus.rs`.
+    pub mod fuzz {
+        pub use crate::fuzz_entry::*;
+    }
 }
