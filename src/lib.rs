@@ -63,6 +63,8 @@
 //! - `transport`: the three socket calls a connection makes, so tests can
 //!   script them.
 //! - `framing`: where a message ends and how its reply is made (pure).
+//! - `fuzz_entry`: the bodies of the fuzz targets, and the scripted harness
+//!   and model that the connection's property tests share with them.
 //! - [`deadlines`]: the nearest timeout, without a timer thread.
 //! - `token`: how a `Token` names a listener or a connection, and why it
 //!   carries a generation.
