@@ -11,16 +11,24 @@
 // read: it first lets the server's send buffer fill up, then takes the reply
 // back a few KiB per call. The reply still arrives complete and exact.
 //
-// Without ADDR it starts a revecho server in this process, waits for its
-// `partial_writes` counter before reading, and prints the counters. With
-// ADDR it is only the client, for a server started with
-// `revecho -vv --framing eof --max-message 16MiB`, whose trace log then shows
-// every write (docs/walkthrough.md shows such a log); it waits a second
-// before reading. To watch the writes of the in-process server instead:
+// The server it needs: one that takes the whole 8 MiB as one message, that
+// is `--framing eof` (the message ends when this client half-closes) and a
+// `--max-message` above 8 MiB, for example
+// `revecho -vv --framing eof --max-message 16MiB`, whose trace log then
+// shows every write (docs/walkthrough.md shows such a log). A server in the
+// default burst framing replies to whatever part had arrived when its reads
+// drained, or refuses the message as too large; the example then fails with
+// one line saying which flags it needs. With ADDR it is only the client,
+// and it waits a second before reading.
+//
+// Without ADDR it starts a revecho server in this process with those
+// settings, waits for its `partial_writes` counter before reading, and
+// prints the counters. To watch the writes of the in-process server:
 //   RUST_LOG=revecho=trace cargo run --example slow_reader 2>&1 | grep -E 'write|writable' | head -20
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -35,9 +43,21 @@ const MESSAGE_SIZE: usize = 8 * 1024 * 1024;
 const CLIENT_RECEIVE_BUFFER: usize = 4 * 1024;
 /// Bytes per `read` call on the client side.
 const CLIENT_READ_CHUNK: usize = 4 * 1024;
+/// What a server must be started with for this client, said in every error.
+const SERVER_FLAGS: &str = "the server must run with `--framing eof --max-message 16MiB`";
 
-fn main() -> io::Result<()> {
+fn main() -> ExitCode {
     env_logger::init();
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> io::Result<()> {
     let message: Vec<u8> = (0..MESSAGE_SIZE).map(|i| (i % 251) as u8).collect();
     if let Some(target) = std::env::args().nth(1) {
         let address = resolve(&target)?;
@@ -62,7 +82,9 @@ fn main() -> io::Result<()> {
 
     let (reply, reads) = exchange(address, &message, Some(&stats))?;
     stop.stop()?;
-    serving.join().expect("the server thread panicked")?;
+    serving
+        .join()
+        .map_err(|_| io::Error::other("the server thread panicked"))??;
     let outcome = report(&message, &reply, reads);
     let snapshot = stats.snapshot();
     println!(
@@ -80,19 +102,25 @@ fn main() -> io::Result<()> {
 /// counters at hand, it starts reading once they show a partial write;
 /// without them, after a second.
 fn exchange(address: SocketAddr, message: &[u8], stats: Option<&Arc<Stats>>) -> io::Result<(Vec<u8>, u64)> {
-    let mut client = connect_with_small_receive_buffer(address)?;
+    let mut client = connect_with_small_receive_buffer(address)
+        .map_err(|error| io::Error::other(format!("cannot connect to {address}: {error}")))?;
     client.set_read_timeout(Some(Duration::from_secs(30)))?;
-    // The server reads while we write (it runs on its own thread), so this
-    // completes; then the half-close tells `eof` framing the message ended.
-    client.write_all(message)?;
-    client.shutdown(Shutdown::Write)?;
+    // The server reads while we write, so this completes; then the
+    // half-close tells `eof` framing the message ended. A server that
+    // refused the message may reset the connection before it is all sent.
+    client
+        .write_all(message)
+        .and_then(|()| client.shutdown(Shutdown::Write))
+        .map_err(|error| io::Error::other(format!("sending failed: {error}; {SERVER_FLAGS}")))?;
     wait_before_reading(stats);
 
     let mut reply = Vec::with_capacity(MESSAGE_SIZE);
     let mut chunk = [0u8; CLIENT_READ_CHUNK];
     let mut reads = 0u64;
     loop {
-        let n = client.read(&mut chunk)?;
+        let n = client
+            .read(&mut chunk)
+            .map_err(|error| io::Error::other(format!("reading the reply failed: {error}")))?;
         if n == 0 {
             break;
         }
@@ -117,22 +145,28 @@ fn wait_before_reading(stats: Option<&Arc<Stats>>) {
 
 /// Prints what came back; fails unless it is the exact reversal.
 fn report(message: &[u8], reply: &[u8], reads: u64) -> io::Result<()> {
-    let exact = reply.iter().eq(message.iter().rev());
+    if !reply.iter().eq(message.iter().rev()) {
+        return Err(io::Error::other(format!(
+            "the reply ({} bytes) is not the {}-byte message reversed; {SERVER_FLAGS}",
+            reply.len(),
+            message.len()
+        )));
+    }
     println!(
         "sent {} bytes; read back {} bytes in {reads} reads",
         message.len(),
         reply.len()
     );
-    println!("reply is the exact reversal: {exact}");
-    if !exact {
-        return Err(io::Error::other("the reply was not the reversed message"));
-    }
+    println!("reply is the exact reversal: true");
     Ok(())
 }
 
 /// The first address `target` resolves to.
 fn resolve(target: &str) -> io::Result<SocketAddr> {
-    target.to_socket_addrs()?.next().ok_or_else(|| {
+    let mut addresses = target
+        .to_socket_addrs()
+        .map_err(|error| io::Error::other(format!("cannot resolve {target:?}: {error}")))?;
+    addresses.next().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::NotFound,
             format!("{target} resolves to no address"),

@@ -104,6 +104,12 @@ impl Config {
         if self.listen.is_empty() {
             return Err("no address to listen on".into());
         }
+        self.validate_limits()
+    }
+
+    /// Every check of [`validate`](Self::validate) except `listen`, for a
+    /// server given sockets that are already listening.
+    pub(crate) fn validate_limits(&self) -> Result<(), String> {
         if self.read_chunk == 0 {
             return Err(
                 "read chunk must be at least 1 byte: a zero-length read looks like end of stream".into(),

@@ -54,6 +54,7 @@ use crate::Config;
 use crate::Framing;
 use crate::error::{interrupted, would_block};
 use crate::framing::{self, Scan};
+use crate::observer::{self, Observer, Operation};
 use crate::stats::Stats;
 use crate::transport::Transport;
 
@@ -132,17 +133,17 @@ pub enum State {
     },
 }
 
-/// The kind of a [`State`], without its data: what the transition table
-/// talks about.
+/// The kind of a connection's state, without its data: what the
+/// transition table talks about, and what an observer is told.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StateKind {
-    /// [`State::Receiving`].
+    /// Reading the message.
     Receiving,
-    /// [`State::Sending`].
+    /// Writing the reply.
     Sending,
-    /// [`State::Lingering`].
+    /// Write half shut down; reading and discarding until the client closes.
     Lingering,
-    /// [`State::Closed`].
+    /// Finished: deregistered, its slot freed.
     Closed,
 }
 
@@ -196,6 +197,20 @@ pub const TRANSITIONS: &[(StateKind, Event, StateKind)] = {
         (Lingering, Abandoned, Closed),
     ]
 };
+
+impl StateKind {
+    /// The readiness a connection in this state waits for: interest follows
+    /// state. `None` for `Closed`, whose socket is deregistered. The loop
+    /// asks [`Connection::interest`], which answers from here, and the
+    /// state diagram (`diagram`) prints it, so the two cannot differ.
+    pub fn interest(self) -> Option<Interest> {
+        match self {
+            StateKind::Receiving | StateKind::Lingering => Some(Interest::READABLE),
+            StateKind::Sending => Some(Interest::WRITABLE),
+            StateKind::Closed => None,
+        }
+    }
+}
 
 impl State {
     /// The kind of state, without its data.
@@ -320,10 +335,21 @@ pub struct Context<'a> {
     pub now: Instant,
     /// Where reads land before their bytes are appended to a message (or
     /// thrown away while lingering). One buffer for the whole loop, of
-    /// [`scratch_len`] bytes: a connection's own buffer then grows only by
+    /// `scratch_len` bytes: a connection's own buffer then grows only by
     /// the bytes that arrived, and no byte of it is zeroed in advance.
     /// [`Connection::on_ready`] needs it non-empty; other inputs ignore it.
     pub scratch: &'a mut [u8],
+    /// Who watches: reads, writes, `WouldBlock` and state changes are
+    /// reported to it. `None` costs one branch per report.
+    pub observer: Option<&'a dyn Observer>,
+}
+
+impl Context<'_> {
+    /// Reports the event `event` builds, if anyone observes.
+    #[inline]
+    fn observe(&self, event: impl FnOnce() -> observer::Event) {
+        observer::report(self.observer, event);
+    }
 }
 
 /// How a connection appears in logs: `conn 3 (127.0.0.1:50312)`.
@@ -470,11 +496,7 @@ impl Connection {
 
     /// The readiness to wait for: interest follows state. `None` once closed.
     pub fn interest(&self) -> Option<Interest> {
-        match self.state {
-            State::Receiving { .. } | State::Lingering { .. } => Some(Interest::READABLE),
-            State::Sending { .. } => Some(Interest::WRITABLE),
-            State::Closed { .. } => None,
-        }
+        self.state.kind().interest()
     }
 
     /// When this connection times out if nothing happens first.
@@ -537,7 +559,7 @@ impl Connection {
                     cx.stats.turn_yielded();
                     return Turn::Yield;
                 }
-                Step::Move(event, next) => self.apply(event, next),
+                Step::Move(event, next) => self.apply(event, next, cx),
             }
         }
     }
@@ -571,28 +593,29 @@ impl Connection {
             }
             State::Closed { .. } => return false,
         };
-        self.apply(event, Next::Closed(reason));
+        self.apply(event, Next::Closed(reason), cx);
         true
     }
 
     /// The shutdown grace period is over: close now, whatever the state.
-    pub fn cut_off(&mut self) {
-        self.abandon(CloseReason::ShutdownCutOff);
+    pub fn cut_off(&mut self, cx: &Context) {
+        self.abandon(CloseReason::ShutdownCutOff, cx);
     }
 
     /// The loop gives up on this connection for `reason`: close now,
     /// whatever the state. Does nothing once closed.
-    pub fn abandon(&mut self, reason: CloseReason) {
+    pub fn abandon(&mut self, reason: CloseReason, cx: &Context) {
         if !matches!(self.state, State::Closed { .. }) {
-            self.apply(Event::Abandoned, Next::Closed(reason));
+            self.apply(Event::Abandoned, Next::Closed(reason), cx);
         }
     }
 
     /// The one place that changes state. Every transition is in
-    /// [`TRANSITIONS`] and is logged, `conn 3 (…): Receiving => Sending`, at
-    /// debug. A close from `Sending` with part of the reply unwritten is
-    /// marked abortive here, whatever caused it.
-    fn apply(&mut self, event: Event, next: Next) {
+    /// [`TRANSITIONS`], is logged, `conn 3 (…): Receiving => Sending`, at
+    /// debug, and is reported to the observer. A close from `Sending` with
+    /// part of the reply unwritten is marked abortive here, whatever caused
+    /// it.
+    fn apply(&mut self, event: Event, next: Next, cx: &Context) {
         let next = match next {
             Next::Sending { reply, peer_finished } => State::Sending {
                 reply,
@@ -616,6 +639,11 @@ impl Connection {
             next.kind()
         );
         debug!("{}: {} => {}", self.name, self.state, next);
+        cx.observe(|| observer::Event::State {
+            connection: self.name.id,
+            from: self.state.kind(),
+            to: next.kind(),
+        });
         #[cfg(test)]
         tests::record_transition((self.state.kind(), event, next.kind()));
         self.state = next;
@@ -656,6 +684,10 @@ fn receive(
             // write half (the seed's `recv` returning b"").
             Ok(0) => {
                 trace!("{name}: read: 0 bytes, end of stream");
+                cx.observe(|| observer::Event::Read {
+                    connection: name.id,
+                    bytes: 0,
+                });
                 break Received::EndOfStream;
             }
             Ok(n) => {
@@ -666,6 +698,10 @@ fn receive(
                 cx.stats.bytes_in(n);
                 *last_progress = cx.now;
                 trace!("{name}: read: {} ({} buffered)", bytes(n), received.len());
+                cx.observe(|| observer::Event::Read {
+                    connection: name.id,
+                    bytes: n,
+                });
                 match framing::scan(config.framing, received, *searched, config.max_message) {
                     Scan::Complete { len } => break Received::Line { len },
                     Scan::Oversize => break Received::Oversize,
@@ -676,6 +712,7 @@ fn receive(
             // this is where the message ends; otherwise wait for more.
             Err(e) if would_block(&e) => {
                 trace!("{name}: read: would block ({} buffered)", received.len());
+                cx.observe(|| would_block_on(name, Operation::Read));
                 if config.framing == Framing::Burst && !received.is_empty() {
                     break Received::Burst;
                 }
@@ -757,6 +794,11 @@ fn send(
                 cx.stats.bytes_out(n);
                 *last_progress = cx.now;
                 let left = reply.len() - *written;
+                cx.observe(|| observer::Event::Wrote {
+                    connection: name.id,
+                    written: n,
+                    offered,
+                });
                 if n < offered {
                     cx.stats.partial_write();
                     trace!("{name}: write: partial, {n} of {} ({left} left)", bytes(offered));
@@ -767,6 +809,7 @@ fn send(
             // The send buffer is full: wait for a writable event.
             Err(e) if would_block(&e) => {
                 trace!("{name}: write: would block ({} left)", reply.len() - *written);
+                cx.observe(|| would_block_on(name, Operation::Write));
                 return Step::Wait;
             }
             Err(e) if interrupted(&e) => {
@@ -825,6 +868,10 @@ fn discard(
         let want = cx.config.read_chunk.min(budget.bytes).min(cx.scratch.len());
         match io.read(&mut cx.scratch[..want]) {
             Ok(0) => {
+                cx.observe(|| observer::Event::Read {
+                    connection: name.id,
+                    bytes: 0,
+                });
                 debug!(
                     "{name}: client closed; discarded {} while lingering",
                     bytes(*discarded)
@@ -841,9 +888,14 @@ fn discard(
                 cx.stats.bytes_in(n);
                 cx.stats.bytes_discarded(n);
                 trace!("{name}: read: {} discarded", bytes(n));
+                cx.observe(|| observer::Event::Read {
+                    connection: name.id,
+                    bytes: n,
+                });
             }
             Err(e) if would_block(&e) => {
                 trace!("{name}: read: would block (lingering)");
+                cx.observe(|| would_block_on(name, Operation::Read));
                 return Step::Wait;
             }
             Err(e) if interrupted(&e) => {
@@ -866,10 +918,18 @@ fn failure(name: Name, operation: &str, error: &io::Error) -> CloseReason {
     }
 }
 
+fn would_block_on(name: Name, operation: Operation) -> observer::Event {
+    observer::Event::WouldBlock {
+        connection: name.id,
+        operation,
+    }
+}
+
 fn failed(reason: CloseReason) -> Step {
     Step::Move(Event::Failed, Next::Closed(reason))
 }
 
+pub mod diagram;
 #[cfg(test)]
 mod properties;
 #[cfg(test)]

@@ -34,7 +34,16 @@ impl FdLimit {
 /// Raises the soft RLIMIT_NOFILE to cover `max_connections + backlog +`
 /// [`RESERVE`], or as close as the hard limit allows. Never lowers it.
 pub fn raise_fd_limit(config: &Config) -> io::Result<FdLimit> {
-    let wanted = config.max_connections as u64 + u64::from(config.backlog) + RESERVE;
+    raise_fd_limit_for_workers(config, 1)
+}
+
+/// [`raise_fd_limit`] for `workers` loops: each holds its share of
+/// `max_connections` (rounded up), its own backlog per listener, its own
+/// poll and waker.
+pub fn raise_fd_limit_for_workers(config: &Config, workers: usize) -> io::Result<FdLimit> {
+    let workers = workers.max(1) as u64;
+    let connections = (config.max_connections as u64).div_ceil(workers) * workers;
+    let wanted = connections + workers * u64::from(config.backlog) + workers * RESERVE;
     let soft = rlimit::increase_nofile_limit(wanted)?;
     Ok(FdLimit { wanted, soft })
 }

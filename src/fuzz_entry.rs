@@ -8,19 +8,17 @@
 //! replays every committed corpus and crash input through these functions
 //! on the stable toolchain. They are reachable as `revecho::internals::fuzz`.
 //!
-//! - [`connection`]: the bytes become a [`Script`] of read results and
-//!   write capacities that drives one [`Connection`] from accept to close;
-//!   [`check`] runs it and asserts every invariant against a small model of
+//! - `connection`: the bytes become a `Script` of read results and
+//!   write capacities that drives one `Connection` from accept to close;
+//!   `check` runs it and asserts every invariant against a small model of
 //!   what the client must get. The property tests in
-//!   `src/connection/properties.rs` run the same [`check`] on scripts that
+//!   `src/connection/properties.rs` run the same `check` on scripts that
 //!   proptest generates.
-//! - [`framing`]: `scan` and `into_reply` on arbitrary bytes and limits.
-//! - [`proxy_protocol`]: the PROXY protocol header parser.
+//! - `framing`: `scan` and `into_reply` on arbitrary bytes and limits.
+//! - `proxy_protocol`: the PROXY protocol header parser.
 //!
 //! Everything here panics on purpose, to report a broken invariant; none of
 //! it is on the server's path.
-//!
-//! [`Connection`]: crate::connection::Connection
 
 mod check;
 mod model;
@@ -34,8 +32,8 @@ use crate::Framing;
 use crate::framing::{Scan, into_reply, scan};
 use crate::proxy_protocol::{self, MAX_V1_LENGTH, MAX_V2_PAYLOAD, Parse, V2_FIXED_LENGTH};
 
-/// The `connection` target: `data` becomes a [`Script`] (see
-/// [`Script::from_bytes`]) and [`check`] runs it.
+/// The `connection` target: `data` becomes a `Script` (see
+/// `Script::from_bytes`) and `check` runs it.
 pub fn connection(data: &[u8]) {
     check(&Script::from_bytes(data));
 }

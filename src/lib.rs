@@ -25,9 +25,13 @@
 //! # Layout
 //!
 //! The public API is small: [`Config`] and [`Framing`] to describe a
-//! server, [`Server`] to bind and run it, [`StopHandle`] to stop it from
-//! another thread, [`Exit`] to say how it ended, [`Stats`] and
-//! [`StatsSnapshot`] to watch it. [`fd_limit`] raises the descriptor limit
+//! server, [`Server`] to bind (or adopt already-listening sockets, as
+//! systemd passes them: [`Server::from_listeners`]) and run one loop,
+//! [`Workers`] to run one loop per core on the same addresses,
+//! [`StopHandle`] to stop either from another thread, [`Exit`] to say how
+//! it ended, [`Stats`] and [`StatsSnapshot`] to watch it, [`Heartbeat`] to
+//! tell a stuck loop from an idle one, an [`Observer`] to receive the loop's
+//! events ([`observer`]). [`fd_limit`] raises the descriptor limit
 //! for a configuration, and [`deadlines`] is public so that its benchmark
 //! can measure it. Every other module is private, but written to be read.
 //!
@@ -35,9 +39,11 @@
 //! deliberately, from one place: the `#[doc(hidden)]` module `internals`,
 //! which exposes the connection state machine (`Connection`, `Context`,
 //! `Name`, `Turn`, `CloseReason`), the `Transport` it drives (so a target
-//! can script one), framing's `scan` and `into_reply`, and `fuzz`, the
-//! bodies of the fuzz targets in `fuzz/` (`src/fuzz_entry.rs`). It is not
-//! part of the supported API and may change with any release.
+//! can script one), framing's `scan` and `into_reply`, the state diagram
+//! written from the transition table (`diagram`, for the test that keeps
+//! `docs/state-machine.md` true), and `fuzz`, the bodies of the fuzz
+//! targets in `fuzz/` (`src/fuzz_entry.rs`). It is not part of the
+//! supported API and may change with any release.
 //!
 //! ```compile_fail
 //! // The modules themselves are private:
@@ -58,6 +64,9 @@
 //!   registration with the poll; `server/per_ip.rs` counts connections per
 //!   address; `server/shutdown.rs` stops (the stop handle, signals, the
 //!   grace period).
+//! - `workers`: [`Workers`], N servers on N threads bound with
+//!   `SO_REUSEPORT` (or sharing passed sockets), a coordinator that owns
+//!   the signals, and one summed summary.
 //! - `connection`: one client's state machine (`Receiving`, `Sending`,
 //!   `Lingering`, `Closed`), driven through a `Transport`.
 //! - `transport`: the three socket calls a connection makes, so tests can
@@ -68,15 +77,20 @@
 //! - [`deadlines`]: the nearest timeout, without a timer thread.
 //! - `token`: how a `Token` names a listener or a connection, and why it
 //!   carries a generation.
-//! - `listeners`: binding with socket2 (backlog, `SO_REUSEADDR`, `IPV6_V6ONLY`).
+//! - `listeners`: binding with socket2 (backlog, `SO_REUSEADDR`,
+//!   `IPV6_V6ONLY`, `SO_REUSEPORT` for workers), and adopting sockets bound
+//!   elsewhere.
 //! - `error`: names for `WouldBlock` and `Interrupted`, and one-line error
 //!   text.
 //! - `stats`: [`Stats`], counters readable while the server runs.
 //! - [`fd_limit`]: raising the descriptor limit at start.
 //! - `log_limit`: one rate limit per kind of log line a client can cause.
+//! - [`observer`]: the loop's events as values, for programs (tests, the
+//!   timeline example) that watch it.
 //!
 //! The `revecho` binary (`src/bin/revecho/`) adds the command line, logging
-//! set-up, signal handling and the `send` client.
+//! set-up, socket activation, systemd notifications (the watchdog among
+//! them) and the `send` client.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -90,17 +104,21 @@ mod framing;
 mod fuzz_entry;
 mod listeners;
 mod log_limit;
+pub mod observer;
 mod proxy_protocol;
 mod server;
 mod stats;
 mod token;
 mod transport;
+mod workers;
 
 pub use config::{Config, Framing};
 pub use error::describe as describe_error;
+pub use observer::Observer;
 pub use server::{ACCEPT_BACKOFF, Exit, Server, StopHandle};
 pub use stats::{Stats, StatsSnapshot};
 pub use token::MAX_CONNECTIONS;
+pub use workers::{Heartbeat, Workers};
 
 /// Internal entry points for benchmarks and fuzz targets: the connection
 /// state machine, a scriptable [`Transport`](internals::Transport) and the
@@ -108,6 +126,7 @@ pub use token::MAX_CONNECTIONS;
 #[doc(hidden)]
 #[allow(missing_docs)]
 pub mod internals {
+    pub use crate::connection::diagram;
     pub use crate::connection::{CloseReason, Connection, Context, Name, Turn};
     pub use crate::framing::{Scan, into_reply, scan};
     pub use crate::transport::Transport;

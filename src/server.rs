@@ -21,7 +21,7 @@
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, trace, warn};
@@ -33,11 +33,12 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::Config;
-use crate::connection::{self, CloseReason, Connection, Context, Name, Turn};
+use crate::connection::{self, CloseReason, Connection, Context, Name, State, Turn};
 use crate::deadlines::Deadlines;
 use crate::error::{describe, interrupted};
 use crate::listeners::{self, Listener};
 use crate::log_limit::ClientLines;
+use crate::observer::{self, Observer, WokeBy};
 use crate::stats::Stats;
 use crate::token::{self, Source};
 
@@ -49,7 +50,8 @@ mod shutdown;
 pub use acceptor::ACCEPT_BACKOFF;
 use acceptor::{Acceptor, Step};
 use client::Client;
-use per_ip::PerAddress;
+pub(crate) use per_ip::{PerAddress, PerIp};
+pub(crate) use shutdown::signal_name;
 pub use shutdown::{Exit, StopHandle};
 
 /// Where the server is in its life. Stored once: whether it accepts follows
@@ -72,14 +74,18 @@ pub struct Server {
     /// The bound addresses, kept after the listeners close at shutdown.
     addresses: Vec<SocketAddr>,
     connections: Slab<Client>,
-    /// Connections held per address, against `max_connections_per_ip`.
-    per_address: PerAddress,
+    /// Connections held per address, against `max_connections_per_ip`:
+    /// this server's own, or shared by every worker.
+    per_address: PerIp,
     deadlines: Deadlines,
     /// Connections that used up their turn's budget while still ready.
     yielded: Vec<Token>,
     next_id: u64,
     stats: Arc<Stats>,
     stop_requested: Arc<AtomicBool>,
+    /// Set (to a signal number) by the workers' coordinator on a second
+    /// signal: exit at once.
+    exit_now: Arc<AtomicI32>,
     waker: Arc<Waker>,
     signals: Option<Signals>,
     /// One rate limit per kind of log line a client can cause.
@@ -87,6 +93,14 @@ pub struct Server {
     /// Where every connection's reads land first (see [`Context::scratch`]):
     /// allocated once, so a connection's own buffer holds only what arrived.
     scratch: Vec<u8>,
+    /// Who watches the loop's events, if anyone: see [`Server::set_observer`].
+    observer: Option<Box<dyn Observer>>,
+    /// Called once, when shutdown begins.
+    on_shutdown: Option<Box<dyn FnOnce() + Send>>,
+    /// Whether this server is one of several [`Workers`](crate::Workers):
+    /// then the workers log the start line and one summed summary, not
+    /// each server.
+    is_worker: bool,
 }
 
 impl std::fmt::Debug for Server {
@@ -103,12 +117,19 @@ impl std::fmt::Debug for Server {
 /// Built in this one place so that the loop's turns and timers agree. It
 /// takes the fields it borrows rather than `&self`, so that a client in
 /// `connections` can be borrowed mutably beside it.
-fn context<'a>(config: &'a Config, stats: &'a Stats, scratch: &'a mut [u8], now: Instant) -> Context<'a> {
+fn context<'a>(
+    config: &'a Config,
+    stats: &'a Stats,
+    scratch: &'a mut [u8],
+    now: Instant,
+    observer: Option<&'a dyn Observer>,
+) -> Context<'a> {
     Context {
         config,
         stats,
         now,
         scratch,
+        observer,
     }
 }
 
@@ -120,8 +141,40 @@ impl Server {
         config
             .validate()
             .map_err(|message| io::Error::new(ErrorKind::InvalidInput, message))?;
+        let listeners = listeners::bind_all(&config.listen, config.backlog, false)?;
+        let per_address = PerIp::own(config.max_connections_per_ip);
+        Server::assemble(config, listeners, per_address)
+    }
+
+    /// Serves sockets that are already bound and listening, such as the
+    /// ones systemd hands over (socket activation), instead of binding
+    /// `config.listen`, which is ignored, as is `config.backlog` (the
+    /// listen backlog was fixed by whoever called `listen`). Each listener
+    /// is made non-blocking here: sockets handed over are usually blocking,
+    /// and a blocking `accept` would stall the loop.
+    pub fn from_listeners(config: Config, listeners: Vec<std::net::TcpListener>) -> io::Result<Server> {
+        config
+            .validate_limits()
+            .map_err(|message| io::Error::new(ErrorKind::InvalidInput, message))?;
+        let listeners = listeners
+            .into_iter()
+            .map(listeners::adopt)
+            .collect::<io::Result<Vec<Listener>>>()?;
+        let per_address = PerIp::own(config.max_connections_per_ip);
+        Server::assemble(config, listeners, per_address)
+    }
+
+    /// Registers `listeners`, the waker and (when asked) the signals with a
+    /// new `Poll`. `config` has been validated.
+    pub(crate) fn assemble(
+        config: Config,
+        listeners: Vec<Listener>,
+        per_address: PerIp,
+    ) -> io::Result<Server> {
+        if listeners.is_empty() {
+            return Err(io::Error::new(ErrorKind::InvalidInput, "no socket to listen on"));
+        }
         let poll = Poll::new()?;
-        let listeners = listeners::bind_all(&config.listen, config.backlog)?;
         let addresses = listeners.iter().map(|listener| listener.address).collect();
         let mut acceptor = Acceptor::new(listeners, config.max_connections);
         acceptor.register(poll.registry())?;
@@ -136,7 +189,7 @@ impl Server {
         };
         let scratch = vec![0; connection::scratch_len(&config)];
         Ok(Server {
-            per_address: PerAddress::new(config.max_connections_per_ip),
+            per_address,
             config,
             poll,
             phase: Phase::Serving(acceptor),
@@ -147,11 +200,42 @@ impl Server {
             next_id: 0,
             stats: Arc::new(Stats::default()),
             stop_requested: Arc::new(AtomicBool::new(false)),
+            exit_now: Arc::new(AtomicI32::new(0)),
             waker,
             signals,
             lines: ClientLines::new(),
             scratch,
+            observer: None,
+            on_shutdown: None,
+            is_worker: false,
         })
+    }
+
+    /// Reports every event of the loop to `observer` from now on (replacing
+    /// any earlier one): `poll` returns, reads, writes, `WouldBlock`, state
+    /// and registration changes, closes. See [`crate::observer`].
+    pub fn set_observer(&mut self, observer: impl Observer + 'static) {
+        self.observer = Some(Box::new(observer));
+    }
+
+    /// Makes this server one of several workers (see `is_worker`).
+    pub(crate) fn into_worker(mut self) -> Server {
+        self.is_worker = true;
+        self
+    }
+
+    /// Calls `hook` once, when shutdown begins (a signal, the stop handle):
+    /// before the connections in flight have finished, unlike the return
+    /// of [`run`](Server::run). The `revecho` binary sends systemd's
+    /// `STOPPING=1` from it.
+    pub fn on_shutdown(&mut self, hook: impl FnOnce() + Send + 'static) {
+        self.on_shutdown = Some(Box::new(hook));
+    }
+
+    /// The waker of this server's loop, for heartbeat requests: a wake-up
+    /// with no stop requested makes the loop turn once and nothing else.
+    pub(crate) fn waker(&self) -> Arc<Waker> {
+        Arc::clone(&self.waker)
     }
 
     /// The addresses actually bound (with real ports where 0 was asked for).
@@ -173,6 +257,7 @@ impl Server {
     pub fn stop_handle(&self) -> StopHandle {
         StopHandle {
             requested: Arc::clone(&self.stop_requested),
+            exit_now: Arc::clone(&self.exit_now),
             waker: Arc::clone(&self.waker),
         }
     }
@@ -180,18 +265,20 @@ impl Server {
     /// Serves until stopped (by the stop handle or, when enabled, a signal),
     /// then logs a summary. Returns an error only if `poll` itself fails.
     pub fn run(&mut self) -> io::Result<Exit> {
-        info!(
-            "serving: framing {}, max message {}, max connections {}",
-            self.config.framing,
-            connection::bytes(self.config.max_message),
-            self.config.max_connections
-        );
+        if !self.is_worker {
+            log_start(&self.config, self.config.max_connections);
+        }
         let mut events = Events::with_capacity(1024);
+        // When the current wait began: kept across a retry after a signal,
+        // so that the wakeup line reports the whole sleep.
+        let mut asleep_since = None;
         let exit = loop {
             if matches!(self.phase, Phase::Draining { .. }) && self.connections.is_empty() {
                 break Exit::Finished;
             }
-            let timeout = self.poll_timeout(Instant::now());
+            let before = Instant::now();
+            let since = *asleep_since.get_or_insert(before);
+            let timeout = self.poll_timeout(before);
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => self.stats.poll_wakeup(),
                 // A signal interrupted the wait. mio 1.x hands this back
@@ -204,6 +291,8 @@ impl Server {
                 }
             }
             let now = Instant::now();
+            asleep_since = None;
+            self.on_wakeup(&events, since, now);
             if let Some(exit) = self.dispatch(&events, now) {
                 break exit;
             }
@@ -216,6 +305,52 @@ impl Server {
         }
         self.log_summary();
         Ok(exit)
+    }
+
+    /// Reports a `poll` return: one debug line and one observer event.
+    ///
+    /// A line per wakeup is a line per wakeup, and a client can cause
+    /// wakeups, as many as it likes. That is acceptable at debug level:
+    /// debug is off by default and opt-in for someone watching the loop
+    /// (a learner, or an operator reproducing a problem), and every line a
+    /// client can cause at the default level is rate-limited (`log_limit`).
+    fn on_wakeup(&self, events: &Events, since: Instant, now: Instant) {
+        // Nobody watching: one branch (two loads), nothing counted.
+        if self.observer.is_none() && !log::log_enabled!(log::Level::Debug) {
+            return;
+        }
+        let slept = now.saturating_duration_since(since);
+        let count = events.iter().count();
+        let woke_by = if events.iter().any(|event| event.token() == token::WAKER) {
+            WokeBy::Waker
+        } else if count > 0 {
+            WokeBy::Events
+        } else {
+            WokeBy::Timeout
+        };
+        if log::log_enabled!(log::Level::Debug) {
+            let slept = duration(slept);
+            match woke_by {
+                WokeBy::Events => debug!(
+                    "poll: slept {slept}, woke by {}: dispatching",
+                    events_count(count)
+                ),
+                WokeBy::Waker => debug!(
+                    "poll: slept {slept}, woke by the waker ({}): checking for a stop request",
+                    events_count(count)
+                ),
+                WokeBy::Timeout if !self.yielded.is_empty() => debug!(
+                    "poll: slept {slept}, woke by the timeout (0: {} yielded with work left): resuming",
+                    connections_count(self.yielded.len())
+                ),
+                WokeBy::Timeout => debug!("poll: slept {slept}, woke by the timeout: firing due timers"),
+            }
+        }
+        observer::report(self.observer.as_deref(), || observer::Event::Poll {
+            events: count,
+            slept,
+            woke_by,
+        });
     }
 
     /// How long `poll` may sleep: until the nearest deadline (a connection's
@@ -254,6 +389,12 @@ impl Server {
                     }
                 }
                 Source::Waker => {
+                    if let Some(signal) = self.stop_handle().exit_now_requested() {
+                        info!("{} again: exiting now", signal_name(signal));
+                        return Some(Exit::Signalled(signal));
+                    }
+                    // Without a stop request, a wake-up is a heartbeat
+                    // request: this turn of the loop was the answer.
                     if self.stop_requested.load(Ordering::SeqCst) {
                         self.begin_shutdown("stop requested", now);
                     }
@@ -277,12 +418,22 @@ impl Server {
             );
             return;
         }
-        debug!("{}: {}", client.connection.name(), describe_event(event));
         // A connection that yielded is already due another turn after this
         // batch; a second turn now would undo the fairness of the budget.
         if client.yielded {
+            debug!(
+                "{}: {}: no turn now: it yielded, and resumes after this batch",
+                client.connection.name(),
+                describe_event(event)
+            );
             return;
         }
+        debug!(
+            "{}: {}: {}",
+            client.connection.name(),
+            describe_event(event),
+            what_a_turn_does(client.connection.state())
+        );
         self.take_turn(key, now);
     }
 
@@ -293,7 +444,13 @@ impl Server {
                 continue;
             };
             if let Some(client) = self.connections.get(key) {
-                trace!("{}: resuming after yielding", client.connection.name());
+                // No event will come for it: it stopped before WouldBlock,
+                // and readiness is edge-triggered.
+                trace!(
+                    "{}: resuming, {}: its last turn used up its budget before WouldBlock",
+                    client.connection.name(),
+                    what_a_turn_does(client.connection.state())
+                );
             }
             self.take_turn(key, now);
         }
@@ -305,7 +462,13 @@ impl Server {
         let Some(client) = self.connections.get_mut(key) else {
             return;
         };
-        let mut cx = context(&self.config, &self.stats, &mut self.scratch, now);
+        let mut cx = context(
+            &self.config,
+            &self.stats,
+            &mut self.scratch,
+            now,
+            self.observer.as_deref(),
+        );
         let (connection, stream) = client.parts();
         client.yielded = connection.on_ready(stream, &mut cx) == Turn::Yield;
         if client.yielded {
@@ -336,12 +499,13 @@ impl Server {
             self.remove(key, now);
             return;
         };
-        if let Err(e) = client.reregister(self.poll.registry(), interest) {
+        if let Err(e) = client.reregister(self.poll.registry(), interest, self.observer.as_deref()) {
             warn!(
                 "{}: cannot change interest: {e}; closing it",
                 client.connection.name()
             );
-            client.connection.abandon(CloseReason::IoError);
+            let cx = context(&self.config, &self.stats, &mut [], now, self.observer.as_deref());
+            client.connection.abandon(CloseReason::IoError, &cx);
             self.remove(key, now);
             return;
         }
@@ -357,7 +521,7 @@ impl Server {
         let Some(mut client) = self.connections.try_remove(key) else {
             return;
         };
-        client.deregister(self.poll.registry());
+        client.deregister(self.poll.registry(), self.observer.as_deref());
         self.deadlines.reschedule(client.token, client.deadline, None);
         let name = client.connection.name();
         if let Some(peer) = name.peer {
@@ -378,6 +542,11 @@ impl Server {
             }
             _ => debug!("{name}: closed: {reason}"),
         }
+        observer::report(self.observer.as_deref(), || observer::Event::Closed {
+            connection: name.id,
+            reason,
+            abortive: client.connection.closes_with_reset(),
+        });
         client.close();
         if let Phase::Serving(acceptor) = &mut self.phase {
             acceptor.on_slot_freed();
@@ -394,9 +563,13 @@ impl Server {
             };
             // The entry just popped is no longer in the queue.
             client.deadline = None;
-            client
-                .connection
-                .on_deadline(&context(&self.config, &self.stats, &mut self.scratch, now));
+            client.connection.on_deadline(&context(
+                &self.config,
+                &self.stats,
+                &mut self.scratch,
+                now,
+                self.observer.as_deref(),
+            ));
             self.settle(key, now);
         }
         self.end_grace_if_due(now);
@@ -456,7 +629,15 @@ impl Server {
         let entry = self.connections.vacant_entry();
         let token = token::connection(entry.key(), name.id);
         let connection = Connection::new(name, now);
-        let mut client = match Client::register(self.poll.registry(), stream, token, connection) {
+        debug!("{name}: accepted");
+        let registered = Client::register(
+            self.poll.registry(),
+            stream,
+            token,
+            connection,
+            self.observer.as_deref(),
+        );
+        let mut client = match registered {
             Ok(client) => client,
             Err(e) => {
                 warn!("{name}: cannot register with the poll: {e}; closing it");
@@ -469,15 +650,68 @@ impl Server {
         self.deadlines.reschedule(token, None, deadline);
         client.deadline = deadline;
         entry.insert(client);
-        debug!("{name}: accepted");
     }
 
     /// Writes the reports of suppressed lines still pending (they would be
     /// lost otherwise), then the summary.
     fn log_summary(&mut self) {
         self.lines.report_all();
-        info!("summary: {}", self.stats.snapshot());
+        if !self.is_worker {
+            info!("summary: {}", self.stats.snapshot());
+        }
     }
+}
+
+/// What a turn in `state` will do, for the line that says why the loop
+/// gives a connection a turn.
+fn what_a_turn_does(state: &State) -> &'static str {
+    match state {
+        State::Receiving { .. } => "reading the message",
+        State::Sending { .. } => "writing the rest of the reply",
+        State::Lingering { .. } => "reading to discard until the client closes",
+        State::Closed { .. } => "nothing: closed",
+    }
+}
+
+/// `12µs`, `1.5ms`, `2.003s`: a sleep, as precise as a reader needs.
+fn duration(duration: Duration) -> String {
+    let micros = duration.as_micros();
+    if micros < 1000 {
+        format!("{micros}µs")
+    } else if micros < 1_000_000 {
+        format!("{:.1}ms", duration.as_secs_f64() * 1e3)
+    } else {
+        format!("{:.3}s", duration.as_secs_f64())
+    }
+}
+
+/// `1 event`, `3 events`.
+fn events_count(n: usize) -> String {
+    if n == 1 {
+        "1 event".into()
+    } else {
+        format!("{n} events")
+    }
+}
+
+/// `1 connection`, `2 connections`.
+fn connections_count(n: usize) -> String {
+    if n == 1 {
+        "1 connection".into()
+    } else {
+        format!("{n} connections")
+    }
+}
+
+/// The line that starts a run. `max_connections` is the total, which for
+/// workers is not any one server's share.
+pub(crate) fn log_start(config: &Config, max_connections: usize) {
+    info!(
+        "serving: framing {}, max message {}, max connections {}",
+        config.framing,
+        connection::bytes(config.max_message),
+        max_connections
+    );
 }
 
 /// `readable`, `writable | read closed`, …: what a readiness event says.
@@ -521,5 +755,138 @@ mod tests {
         assert_eq!(server.poll_timeout(now), Some(WINDOW));
         server.lines.report_due(now + WINDOW);
         assert_eq!(server.poll_timeout(now), None, "reported: nothing pending");
+    }
+}
+
+/// What an observer of a real server sees, over loopback.
+#[cfg(test)]
+mod observed {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpStream};
+    use std::sync::Mutex;
+    use std::sync::mpsc::{self, Sender};
+    use std::thread;
+
+    use super::*;
+    use crate::Framing;
+    use crate::connection::StateKind;
+    use crate::observer::Event as Observed;
+
+    /// Sends every event down a channel.
+    struct Forward(Mutex<Sender<Observed>>);
+
+    impl Observer for Forward {
+        fn on_event(&self, event: &Observed) {
+            if let Ok(sender) = self.0.lock() {
+                let _ = sender.send(event.clone());
+            }
+        }
+    }
+
+    #[test]
+    fn one_exchange_is_reported_from_registration_to_close() {
+        let mut server = Server::bind(Config {
+            listen: vec!["127.0.0.1:0".into()],
+            framing: Framing::Eof,
+            ..Config::default()
+        })
+        .expect("bind");
+        let (sender, events) = mpsc::channel();
+        server.set_observer(Forward(Mutex::new(sender)));
+        let address = server.local_addrs()[0];
+        let stop = server.stop_handle();
+        let serving = thread::spawn(move || server.run());
+
+        let patience = Some(Duration::from_secs(30));
+        let mut client = TcpStream::connect(address).expect("connect");
+        client.set_read_timeout(patience).expect("read timeout");
+        client.write_all(b"Hello, world!").expect("send");
+        client.shutdown(Shutdown::Write).expect("half-close");
+        let mut reply = Vec::new();
+        client.read_to_end(&mut reply).expect("reply");
+        assert_eq!(reply, b"!dlrow ,olleH");
+        // The reply's end of stream comes before the server frees the slot:
+        // wait for the close event before stopping.
+        let mut seen = Vec::new();
+        while !matches!(seen.last(), Some(Observed::Closed { .. })) {
+            seen.push(events.recv_timeout(Duration::from_secs(30)).expect("an event"));
+        }
+        stop.stop().expect("stop");
+        assert_eq!(
+            serving.join().expect("server thread").expect("run"),
+            Exit::Finished
+        );
+        seen.extend(events.try_iter());
+
+        let of_connection: Vec<&Observed> = seen
+            .iter()
+            .filter(|event| !matches!(event, Observed::Poll { .. }))
+            .collect();
+        assert_eq!(
+            of_connection.first(),
+            Some(&&Observed::Interest {
+                connection: 1,
+                from: None,
+                to: Some(Interest::READABLE)
+            }),
+            "{seen:?}"
+        );
+        let read: usize = seen
+            .iter()
+            .map(|event| match event {
+                Observed::Read { bytes, .. } => *bytes,
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(read, 13, "{seen:?}");
+        assert!(
+            seen.contains(&Observed::Wrote {
+                connection: 1,
+                written: 13,
+                offered: 13
+            }),
+            "{seen:?}"
+        );
+        // The client had finished: no lingering after the reply.
+        let states: Vec<(StateKind, StateKind)> = seen
+            .iter()
+            .filter_map(|event| match event {
+                Observed::State { from, to, .. } => Some((*from, *to)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            states,
+            [
+                (StateKind::Receiving, StateKind::Sending),
+                (StateKind::Sending, StateKind::Closed)
+            ]
+        );
+        let last_two = &of_connection[of_connection.len() - 2..];
+        assert_eq!(
+            last_two,
+            [
+                &Observed::Interest {
+                    connection: 1,
+                    from: Some(Interest::READABLE),
+                    to: None
+                },
+                &Observed::Closed {
+                    connection: 1,
+                    reason: CloseReason::Completed,
+                    abortive: false
+                }
+            ]
+        );
+        // Every wakeup is reported, the stop handle's last.
+        let wakeups: Vec<WokeBy> = seen
+            .iter()
+            .filter_map(|event| match event {
+                Observed::Poll { woke_by, .. } => Some(*woke_by),
+                _ => None,
+            })
+            .collect();
+        assert!(wakeups.len() >= 2, "{seen:?}");
+        assert_eq!(wakeups.last(), Some(&WokeBy::Waker), "{seen:?}");
     }
 }

@@ -190,6 +190,42 @@ impl StatsSnapshot {
     }
 }
 
+/// Adds two snapshots counter by counter: the workers' summary is the sum
+/// of every worker's counts.
+impl std::ops::Add for StatsSnapshot {
+    type Output = StatsSnapshot;
+
+    fn add(self, other: StatsSnapshot) -> StatsSnapshot {
+        StatsSnapshot {
+            accepted: self.accepted + other.accepted,
+            open: self.open + other.open,
+            replies_completed: self.replies_completed + other.replies_completed,
+            bytes_in: self.bytes_in + other.bytes_in,
+            bytes_out: self.bytes_out + other.bytes_out,
+            partial_writes: self.partial_writes + other.partial_writes,
+            bytes_discarded: self.bytes_discarded + other.bytes_discarded,
+            accept_backoffs: self.accept_backoffs + other.accept_backoffs,
+            per_ip_limit: self.per_ip_limit + other.per_ip_limit,
+            poll_wakeups: self.poll_wakeups + other.poll_wakeups,
+            turns_yielded: self.turns_yielded + other.turns_yielded,
+            closed_completed: self.closed_completed + other.closed_completed,
+            closed_oversize: self.closed_oversize + other.closed_oversize,
+            closed_idle_timeout: self.closed_idle_timeout + other.closed_idle_timeout,
+            closed_read_timeout: self.closed_read_timeout + other.closed_read_timeout,
+            closed_reset: self.closed_reset + other.closed_reset,
+            closed_io_error: self.closed_io_error + other.closed_io_error,
+            closed_linger_timeout: self.closed_linger_timeout + other.closed_linger_timeout,
+            closed_shutdown_cut_off: self.closed_shutdown_cut_off + other.closed_shutdown_cut_off,
+        }
+    }
+}
+
+impl std::iter::Sum for StatsSnapshot {
+    fn sum<I: Iterator<Item = StatsSnapshot>>(snapshots: I) -> StatsSnapshot {
+        snapshots.fold(StatsSnapshot::default(), std::ops::Add::add)
+    }
+}
+
 /// The one-line summary logged at exit, as `key=value` pairs so that scripts
 /// (and the tests) can pick out a counter.
 impl fmt::Display for StatsSnapshot {
@@ -259,5 +295,29 @@ mod tests {
         stats.closed(CloseReason::Completed);
         let line = stats.snapshot().to_string();
         assert!(line.starts_with("accepted=1 replies=1 completed=1 "), "{line}");
+    }
+
+    #[test]
+    fn snapshots_add_up_counter_by_counter() {
+        let one = StatsSnapshot {
+            accepted: 3,
+            open: 2,
+            closed_reset: 1,
+            ..StatsSnapshot::default()
+        };
+        let two = StatsSnapshot {
+            accepted: 4,
+            open: 1,
+            closed_completed: 1,
+            closed_shutdown_cut_off: 2,
+            ..StatsSnapshot::default()
+        };
+        let sum: StatsSnapshot = [one, two].into_iter().sum();
+        assert_eq!(sum.accepted, 7);
+        assert_eq!(sum.open, 3);
+        assert_eq!(sum.closed_completed, 1);
+        assert_eq!(sum.closed_reset, 1);
+        assert_eq!(sum.closed_shutdown_cut_off, 2);
+        assert_eq!(sum.replies_completed, 0);
     }
 }

@@ -1,6 +1,7 @@
 //! The deployment files in `deploy/`, checked by the tools that will read
 //! them: `systemd-analyze` for the systemd units and `haproxy -c` for the
-//! load balancer configuration.
+//! load balancer configuration; and socket activation, with
+//! `systemd-socket-activate` in front of the real binary.
 //!
 //! Those tools come from Debian's `systemd` and `haproxy` packages, which a
 //! development machine may not have, so the tests that run them are
@@ -13,9 +14,14 @@
 //! A missing tool fails the test with a message saying what to install: a
 //! check that silently skips would look the same as one that passed.
 
-use std::io::ErrorKind;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::Duration;
+
+use wait_timeout::ChildExt;
 
 /// A file of this repository.
 fn repository_file(relative: &str) -> PathBuf {
@@ -243,4 +249,142 @@ fn haproxy_config_takes_its_ports_from_the_environment() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "valid without FRONTEND_PORT?\n{stderr}");
     assert!(stderr.contains("missing port"), "{stderr}");
+}
+
+// ---------------------------------------------------------------------------
+// Socket activation
+// ---------------------------------------------------------------------------
+
+/// How long any one wait may take before the test calls it a hang.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A port that was free a moment ago. `systemd-socket-activate` rejects
+/// port 0, so the test must name a port: it binds port 0, reads the port
+/// the kernel chose and closes the socket. Another process could take the
+/// port in between; on a test machine that is rare, and it shows as
+/// "Address already in use" in the failure, not as a wrong pass.
+fn free_port() -> u16 {
+    let probe = TcpListener::bind("127.0.0.1:0").expect("bind a probe");
+    probe.local_addr().expect("probe address").port()
+}
+
+/// `systemd-socket-activate` holding 127.0.0.1:`port`, which will start
+/// `revecho ARGS` on the first connection, handing it the socket. It execs
+/// revecho in its own process, so the child is revecho once started.
+struct Activated {
+    child: Child,
+    stderr: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Activated {
+    fn start(port: u16, args: &[&str]) -> Activated {
+        let mut command = Command::new("systemd-socket-activate");
+        command
+            .args(["-l", &format!("127.0.0.1:{port}"), "-E", "RUST_LOG=info", "--"])
+            .arg(env!("CARGO_BIN_EXE_revecho"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(error) if error.kind() == ErrorKind::NotFound => panic!(
+                "`systemd-socket-activate` is not installed, and this test needs it: \
+                 install Debian's systemd package (apt-get install -y systemd), \
+                 or run `bash .ci/run`, which does"
+            ),
+            Err(error) => panic!("running systemd-socket-activate: {error}"),
+        };
+        let (sender, stderr) = mpsc::channel();
+        let pipe = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut activated = Activated {
+            child,
+            stderr,
+            seen: Vec::new(),
+        };
+        // Only then does the port accept connections.
+        activated.wait_for_log(&format!("Listening on 127.0.0.1:{port}"));
+        activated
+    }
+
+    fn wait_for_log(&mut self, needle: &str) -> String {
+        loop {
+            match self.stderr.recv_timeout(PATIENCE) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line with {needle:?} in:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    fn wait(&mut self) -> i32 {
+        match self.child.wait_timeout(PATIENCE).expect("wait") {
+            Some(status) => status.code().unwrap_or(-1),
+            None => panic!("did not exit:\n{}", self.seen.join("\n")),
+        }
+    }
+}
+
+impl Drop for Activated {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One message, half-closed, and the whole reply.
+fn exchange(port: u16, message: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    stream.write_all(message).expect("send");
+    stream.shutdown(Shutdown::Write).expect("half-close");
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).expect("reply");
+    reply
+}
+
+#[test]
+#[ignore = "needs systemd-socket-activate (Debian's systemd package); run by .ci/run"]
+fn serves_the_socket_systemd_passes_with_two_workers() {
+    let port = free_port();
+    let mut activated = Activated::start(port, &["--workers", "2"]);
+    // This first connection is what starts revecho; it waits in the
+    // socket's backlog meanwhile and is served once revecho runs.
+    assert_eq!(exchange(port, b"Hello, world!"), b"!dlrow ,olleH");
+    assert_eq!(exchange(port, b"again"), b"niaga");
+    let mut stdout = BufReader::new(activated.child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("stdout");
+    assert_eq!(line.trim(), format!("listening on 127.0.0.1:{port}"));
+    let pid = activated.child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    assert!(status.success());
+    let summary = activated.wait_for_log("summary:");
+    assert!(summary.contains("accepted=2 replies=2"), "{summary}");
+    assert_eq!(activated.wait(), 0, "{}", activated.seen.join("\n"));
+}
+
+#[test]
+#[ignore = "needs systemd-socket-activate (Debian's systemd package); run by .ci/run"]
+fn an_explicit_listen_beside_passed_sockets_is_a_usage_error() {
+    let port = free_port();
+    let mut activated = Activated::start(port, &["--listen", "127.0.0.1:0"]);
+    // Starts revecho, which refuses to run: the connection is dropped.
+    let _client = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let line = activated.wait_for_log("cannot be used with sockets passed by systemd");
+    assert!(line.contains("--listen"), "{line}");
+    assert_eq!(activated.wait(), 2, "{}", activated.seen.join("\n"));
 }

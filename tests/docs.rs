@@ -31,7 +31,10 @@
 //!
 //! - Volatile parts are normalized on both sides: timestamps become
 //!   `<time>`, the server's address becomes `<server>` (in the doc it is
-//!   `127.0.0.1:7342`, or `[::1]:7342`), any other address `<client>`.
+//!   `127.0.0.1:7342`, or `[::1]:7342`), any other address `<client>`, and
+//!   how long `poll` slept (`poll: slept 1.2ms, …`) `<duration>`. These
+//!   rules, the marking of blocks and the matching of excerpts live in
+//!   `tests/common/transcript.rs`, shared with `tests/experiments.rs`.
 //! - Most scenarios are deterministic line for line: the client sends its
 //!   whole message in one write, so on loopback it arrives as one segment,
 //!   and the server's `--read-chunk` alone decides how it is split; the
@@ -42,27 +45,32 @@
 //! - One race is real and the walkthrough explains it: after the reply the
 //!   server's first lingering read can come before or after the client's
 //!   close reaches it. Before, that read says `would block (lingering)` and
-//!   an event `readable | read closed | ...` follows; after, the read
-//!   returns 0 at once. Those lines are left out on both sides.
+//!   a wakeup (`poll: …`) with an event `readable | read closed | ...`
+//!   follows; after, the read returns 0 at once. Those lines are left out
+//!   on both sides.
 //! - The partial-write transcript is an excerpt: its sizes depend on how
 //!   the kernel sizes its buffers. It is checked as a subsequence of the
 //!   real log with every number but 0 replaced by `N`, and its `...` lines
-//!   skipped.
+//!   skipped. One line of it is checked apart: the change of interest to
+//!   WRITABLE is logged when a turn ends, and the first turn in `Sending`
+//!   may end by yielding (before any `would block`) or at the `would
+//!   block`, so the excerpt's order around it is only one of two; what is
+//!   certain, and checked, is that it comes after `Receiving => Sending`
+//!   and before the first `writable` event.
 
 mod common;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::path::Path;
 use std::process::{Command, ExitStatus, Output, Stdio};
 
+use common::transcript::{
+    assert_between, assert_in_order, is_elision, marked_blocks, normalize, normalize_doc, numbers_as_n,
+    read_doc,
+};
 use common::{PATIENCE, RunningBinary, revecho};
 use socket2::{Domain, Protocol, Socket, Type};
-
-/// Where the server listens in every transcript of the docs.
-const DOC_SERVER: &str = "127.0.0.1:7342";
-const DOC_SERVER_V6: &str = "[::1]:7342";
 
 // ---------------------------------------------------------------------------
 // The walkthrough's transcripts
@@ -189,23 +197,29 @@ fn the_partial_write_excerpt_appears_in_a_real_log() {
         .iter()
         .map(|line| numbers_as_n(line))
         .collect();
-    let excerpt: Vec<String> = normalize_doc(&block[1..])
+    let (to_writable, excerpt): (Vec<String>, Vec<String>) = normalize_doc(&block[1..])
         .iter()
         .filter(|line| !is_elision(line))
         .map(|line| numbers_as_n(line))
-        .collect();
+        .partition(|line| line.contains("interest READABLE => WRITABLE"));
+    assert_eq!(
+        to_writable.len(),
+        1,
+        "partial-writes: the excerpt should show the change of interest to WRITABLE once"
+    );
+    assert_between(
+        "partial-writes",
+        "docs/walkthrough.md",
+        &to_writable[0],
+        &log,
+        "Receiving => Sending",
+        "writable: writing the rest of the reply",
+    );
     assert!(
         excerpt.len() >= 8,
         "partial-writes: the excerpt is unexpectedly short"
     );
-    let mut rest = log.iter();
-    for line in &excerpt {
-        assert!(
-            rest.any(|candidate| candidate == line),
-            "partial-writes: {line:?} does not appear (in this order) in the log:\n{}",
-            log.join("\n")
-        );
-    }
+    assert_in_order("partial-writes", "docs/walkthrough.md", &excerpt, &log);
 }
 
 // ---------------------------------------------------------------------------
@@ -472,48 +486,13 @@ fn with_free_port(mut command: Command) -> Command {
 }
 
 // ---------------------------------------------------------------------------
-// Reading the docs and normalizing lines
+// The walkthrough's own rules (the shared ones are in tests/common/transcript.rs)
 // ---------------------------------------------------------------------------
-
-fn read_doc(relative: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-}
 
 /// The marked blocks of the walkthrough, by name: each is its lines, the
 /// command first.
 fn walkthrough_blocks() -> HashMap<String, Vec<String>> {
-    let text = read_doc("docs/walkthrough.md");
-    let mut blocks = HashMap::new();
-    let mut lines = text.lines();
-    while let Some(line) = lines.next() {
-        let Some(name) = line
-            .trim()
-            .strip_prefix("<!-- transcript:")
-            .and_then(|rest| rest.strip_suffix("-->"))
-            .map(str::trim)
-        else {
-            continue;
-        };
-        let fence = lines.next().unwrap_or_default();
-        assert!(
-            fence.starts_with("```"),
-            "transcript {name}: a fenced block must follow the marker"
-        );
-        let body: Vec<String> = lines
-            .by_ref()
-            .take_while(|line| !line.starts_with("```"))
-            .map(str::to_string)
-            .collect();
-        assert!(
-            body.first().is_some_and(|first| first.starts_with("$ ")),
-            "transcript {name}: the first line must be the command"
-        );
-        assert!(
-            blocks.insert(name.to_string(), body).is_none(),
-            "transcript {name} appears twice"
-        );
-    }
+    let blocks = marked_blocks("docs/walkthrough.md", "transcript");
     for name in [
         "seed-server",
         "seed-client",
@@ -530,115 +509,21 @@ fn walkthrough_blocks() -> HashMap<String, Vec<String>> {
     blocks
 }
 
-/// A doc block's output lines, normalized as the real output will be.
-fn normalize_doc(lines: &[String]) -> Vec<String> {
-    lines
-        .iter()
-        .filter(|line| *line != "^C")
-        .map(|line| normalize(line, &[DOC_SERVER, DOC_SERVER_V6]))
-        .collect()
-}
-
-/// Replaces the timestamp, the server's address and any other socket
-/// address with placeholders.
-fn normalize(line: &str, server: &[&str]) -> String {
-    let mut line = line.to_string();
-    // env_logger's `[2026-11-26T16:39:50.302Z INFO  revecho::server]`.
-    if line.starts_with("[2")
-        && let Some(space) = line.find(' ')
-    {
-        line.replace_range(1..space, "<time>");
-    }
-    for server in server {
-        line = line.replace(server, "<server>");
-    }
-    replace_addresses(&line, "<client>")
-}
-
-/// Replaces every `a.b.c.d:port` and `[v6]:port` in `line`.
-fn replace_addresses(line: &str, with: &str) -> String {
-    let bytes = line.as_bytes();
-    let mut out = String::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if let Some(len) = address_at(&line[i..]) {
-            out.push_str(with);
-            i += len;
-        } else {
-            let c = line[i..].chars().next().expect("a char");
-            out.push(c);
-            i += c.len_utf8();
-        }
-    }
-    out
-}
-
-/// The length of a socket address at the start of `text`, if one is there.
-fn address_at(text: &str) -> Option<usize> {
-    let host_len = if let Some(rest) = text.strip_prefix('[') {
-        let close = rest.find(']')?;
-        let inside = &rest[..close];
-        if inside.is_empty()
-            || !inside
-                .chars()
-                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
-        {
-            return None;
-        }
-        close + 2
-    } else {
-        let candidate: String = text
-            .chars()
-            .take_while(|c| c.is_ascii_digit() || *c == '.')
-            .collect();
-        let parts: Vec<&str> = candidate.split('.').collect();
-        if parts.len() != 4 || parts.iter().any(|part| part.is_empty() || part.len() > 3) {
-            return None;
-        }
-        candidate.len()
-    };
-    let port_len = text[host_len..]
-        .strip_prefix(':')?
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .count();
-    (port_len > 0).then_some(host_len + 1 + port_len)
-}
-
 /// Leaves out the lines of the one race the walkthrough explains: whether
 /// the first lingering read comes before the client's close (then it would
-/// block, and an event with `read closed` follows) or after it.
+/// block, and a wakeup with an event `read closed` follows) or after it.
 fn without_lingering_race(lines: &[String]) -> Vec<String> {
-    lines
-        .iter()
-        .filter(|line| !line.contains("read: would block (lingering)") && !line.contains("read closed"))
-        .cloned()
+    let is_race = |index: usize| {
+        let line = &lines[index];
+        let next = lines.get(index + 1);
+        line.contains("read: would block (lingering)")
+            || line.contains("read closed")
+            || (line.contains("poll: slept") && next.is_some_and(|next| next.contains("read closed")))
+    };
+    (0..lines.len())
+        .filter(|&index| !is_race(index))
+        .map(|index| lines[index].clone())
         .collect()
-}
-
-/// Every number except a lone 0 becomes `N`: sizes that depend on the
-/// kernel's buffers.
-fn numbers_as_n(line: &str) -> String {
-    let mut out = String::new();
-    let mut digits = String::new();
-    for c in line.chars().chain(std::iter::once('\u{0}')) {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        if !digits.is_empty() {
-            out.push_str(if digits == "0" { "0" } else { "N" });
-            digits.clear();
-        }
-        if c != '\u{0}' {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn is_elision(line: &str) -> bool {
-    matches!(line.trim(), "..." | "…")
 }
 
 /// Equality with both sides printed, so a failing run shows what changed.

@@ -821,3 +821,72 @@ fn one_byte_writes_yield_the_loop_every_few_dozen_calls() {
         stats.turns_yielded
     );
 }
+
+// ---------------------------------------------------------------------------
+// Workers (`--workers N`): the limits across loops
+// ---------------------------------------------------------------------------
+
+/// The most connections a test makes to see both workers accept. The
+/// kernel hashes each connection's addresses and ports to one of the two
+/// sockets, so each new source port is a fresh coin toss: the chance that
+/// all of these land on one worker is 2^-999.
+const COIN_TOSSES: usize = 1000;
+
+#[test]
+fn both_workers_accept_connections_spread_by_the_kernel() {
+    let workers = common::TestWorkers::start(config(), 2);
+    let mut sent = 0;
+    while workers.accepted().contains(&0) {
+        assert!(
+            sent < COIN_TOSSES,
+            "one worker never accepted: {:?}",
+            workers.accepted()
+        );
+        let message = format!("client {sent}");
+        assert_eq!(
+            exchange(workers.addr, message.as_bytes(), true),
+            common::reversed(message.as_bytes())
+        );
+        sent += 1;
+    }
+    assert_eq!(workers.snapshot().accepted, sent as u64);
+}
+
+#[test]
+fn the_per_ip_limit_is_one_limit_across_workers() {
+    let workers = common::TestWorkers::start(
+        Config {
+            max_connections_per_ip: 1,
+            ..config()
+        },
+        2,
+    );
+    // Held open without a message: it keeps its address's one slot.
+    let holder = connect(workers.addr);
+    wait_until("the first connection to be accepted", || {
+        workers.snapshot().accepted == 1
+    });
+    let mut refused: u64 = 0;
+    // Every later client from the same address is refused, whichever
+    // worker the kernel hands it to, until both workers have refused or
+    // admitted one: then the other worker saw the first one's count.
+    while workers.accepted().contains(&0) {
+        assert!(
+            refused < COIN_TOSSES as u64,
+            "one worker never accepted: {:?}",
+            workers.accepted()
+        );
+        let mut client = connect(workers.addr);
+        // Closed at once, not served: a worker with a count of its own
+        // would admit it, and this read would time out.
+        assert_eq!(read_to_end(&mut client).expect("closed at once"), b"");
+        refused += 1;
+        assert_eq!(
+            workers.snapshot().per_ip_limit,
+            refused,
+            "{:?}",
+            workers.accepted()
+        );
+    }
+    drop(holder);
+}

@@ -1,12 +1,16 @@
 //! systemd readiness notification, end to end: the real binary started with
 //! `NOTIFY_SOCKET` pointing at a Unix datagram socket this test owns, as
 //! systemd would start a `Type=notify` unit. It must send `READY=1` once it
-//! accepts connections, and `STOPPING=1` when SIGTERM stops it.
+//! accepts connections, `STOPPING=1` as soon as SIGTERM begins the
+//! shutdown, and `WATCHDOG=1` regularly when `WATCHDOG_USEC` asks for it,
+//! idle or not.
 //!
 //! Run with `cargo test --test notify`.
 
 mod common;
 
+use std::io::Write;
+use std::net::Shutdown;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::PathBuf;
@@ -127,17 +131,73 @@ fn an_unreachable_notify_socket_is_a_warning_not_a_failure() {
 }
 
 #[test]
-fn a_requested_watchdog_is_warned_about_until_the_loop_reports_its_turns() {
+fn stopping_is_sent_when_shutdown_begins_not_when_the_last_client_is_done() {
+    let manager = Manager::at_path("stopping-early");
+    let mut command = revecho();
+    command
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--framing",
+            "eof",
+            "--shutdown-grace",
+            "60s",
+        ])
+        .env("NOTIFY_SOCKET", &manager.name)
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID");
+    let mut server = RunningBinary::start(command, 1);
+    assert_eq!(manager.receive(), "READY=1");
+    // In flight: it has sent nothing yet, and eof framing waits for more.
+    let mut client = common::connect(server.addr());
+    client.write_all(b"in flight").expect("send");
+    server.signal("TERM");
+    // STOPPING=1 arrives while the client is still being served.
+    assert_eq!(manager.receive(), "STOPPING=1");
+    client.shutdown(Shutdown::Write).expect("half-close");
+    assert_eq!(
+        common::read_to_end(&mut client).expect("reply"),
+        reversed(b"in flight")
+    );
+    assert_eq!(server.wait().code(), Some(0), "{}", server.stderr());
+}
+
+#[test]
+fn an_idle_server_with_two_workers_pings_the_watchdog() {
+    let manager = Manager::abstract_named("watchdog");
+    let mut command = revecho();
+    command
+        .args(["--listen", "127.0.0.1:0", "--workers", "2"])
+        .env("NOTIFY_SOCKET", &manager.name)
+        // 200 ms: a ping every 100 ms, if every idle loop answers the
+        // watchdog's wake-up.
+        .env("WATCHDOG_USEC", "200000")
+        .env_remove("WATCHDOG_PID");
+    let mut server = RunningBinary::start(command, 1);
+    assert_eq!(manager.receive(), "READY=1");
+    for ping in 0..3 {
+        assert_eq!(manager.receive(), "WATCHDOG=1", "ping {ping}");
+    }
+    server.signal("TERM");
+    // Pings may still arrive until the shutdown begins.
+    while manager.receive() == "WATCHDOG=1" {}
+    assert_eq!(server.wait().code(), Some(0), "{}", server.stderr());
+}
+
+#[test]
+fn a_watchdog_meant_for_another_process_is_not_pinged() {
+    let manager = Manager::at_path("other-pid");
     let mut command = revecho();
     command
         .args(["--listen", "127.0.0.1:0"])
-        .env_remove("NOTIFY_SOCKET")
-        .env("WATCHDOG_USEC", "30000000")
-        .env_remove("WATCHDOG_PID");
+        .env("NOTIFY_SOCKET", &manager.name)
+        .env("WATCHDOG_USEC", "200000")
+        // Our parent's: PID 1 is never us.
+        .env("WATCHDOG_PID", "1");
     let mut server = RunningBinary::start(command, 1);
-    let line = server.wait_for_log("WATCHDOG=1");
-    assert!(line.contains("every 30s"), "{line}");
-    assert!(line.contains("remove WatchdogSec="), "{line}");
+    assert_eq!(manager.receive(), "READY=1");
     server.signal("TERM");
+    // The next datagram is STOPPING=1, not a ping.
+    assert_eq!(manager.receive(), "STOPPING=1");
     assert_eq!(server.wait().code(), Some(0));
 }

@@ -811,3 +811,127 @@ fn sigusr1_prints_the_counters_on_stdout_at_any_log_level_and_keeps_serving() {
     server.signal("TERM");
     assert_eq!(exit_code(&mut server), 0, "{}", server.stderr());
 }
+
+#[test]
+fn sigusr1_with_workers_prints_one_line_summed_over_every_worker() {
+    const CLIENTS: u64 = 12;
+    let mut server = start(&["-q", "--workers", "2", "--framing", "line"]);
+    let addr = server.addr();
+    for _ in 0..CLIENTS {
+        assert_eq!(common::exchange(addr, b"ping\n", false), b"gnip\n");
+    }
+    server.signal("USR1");
+    let stats = server.next_stdout_line();
+    assert!(stats.starts_with("stats: open="), "{stats}");
+    // Whichever worker took each client, the line counts them all.
+    assert_eq!(counter(&stats, "accepted"), CLIENTS, "{stats}");
+    assert_eq!(counter(&stats, "replies"), CLIENTS, "{stats}");
+    assert_accounted(&stats);
+    server.signal("TERM");
+    assert_eq!(exit_code(&mut server), 0, "{}", server.stderr());
+}
+
+// ---------------------------------------------------------------------------
+// --workers N: one loop per core, one shutdown path, one summary
+// ---------------------------------------------------------------------------
+
+/// Waits until `count` stderr lines contain `needle`.
+fn wait_for_log_count(server: &RunningBinary, needle: &str, count: usize) {
+    wait_until(&format!("{count} lines with {needle:?}"), || {
+        log_count(server, needle) >= count
+    });
+}
+
+#[test]
+fn workers_drain_in_flight_clients_on_sigterm_and_log_one_summed_summary() {
+    const CLIENTS: usize = 8;
+    let mut server = start(&[
+        "--workers",
+        "2",
+        "--framing",
+        "eof",
+        "--shutdown-grace",
+        "10s",
+        "-vv",
+    ]);
+    // Eight clients in flight: the kernel spreads them between the two
+    // workers' sockets (all on one worker has odds of 1 in 128, and the
+    // test holds then too).
+    let mut clients: Vec<TcpStream> = (0..CLIENTS).map(|_| connect(server.addr())).collect();
+    for client in &mut clients {
+        client.write_all(b"Hello, ").expect("send first part");
+    }
+    wait_for_log_count(&server, "read: 7 bytes", CLIENTS);
+
+    server.signal("TERM");
+    server.wait_for_log("SIGTERM: shutting down 2 workers");
+    // Both workers have closed their listeners.
+    wait_for_log_count(&server, "stop requested: shutting down", 2);
+    assert_refused(server.addr());
+
+    for client in &mut clients {
+        client.write_all(b"world!").expect("send the rest");
+        client.shutdown(Shutdown::Write).expect("half-close");
+        assert_eq!(read_to_end(client).expect("reply"), b"!dlrow ,olleH");
+    }
+    let summary = server.wait_for_log("summary:");
+    assert_eq!(counter(&summary, "accepted"), CLIENTS as u64, "{summary}");
+    assert_eq!(counter(&summary, "replies"), CLIENTS as u64, "{summary}");
+    assert_eq!(exit_code(&mut server), 0, "{}", server.stderr());
+    assert_eq!(log_count(&server, "summary:"), 1, "{}", server.stderr());
+}
+
+#[test]
+fn workers_exit_at_once_on_a_second_signal_with_143() {
+    let mut server = start(&["--workers", "2", "--shutdown-grace", "60s", "-v"]);
+    let mut silent = connect(server.addr());
+    server.wait_for_log(": accepted");
+    server.signal("TERM");
+    wait_for_log_count(&server, "stop requested: shutting down", 2);
+    server.signal("TERM");
+    server.wait_for_log("SIGTERM again: exiting now");
+    let summary = server.wait_for_log("summary:");
+    assert_eq!(counter(&summary, "shutdown_cut_off"), 1, "{summary}");
+    assert_eq!(exit_code(&mut server), 128 + 15, "{}", server.stderr());
+    assert_eq!(read_to_end(&mut silent).expect("end of stream"), b"");
+}
+
+/// Starts `revecho --workers WORKERS` on `address` and expects it to fail
+/// with "address already in use".
+fn assert_address_in_use(address: SocketAddr, workers: &str) {
+    let output = revecho()
+        .args(["--listen", &address.to_string(), "--workers", workers])
+        .output()
+        .expect("run revecho");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "error: cannot listen on {address}: address already in use"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_single_revecho_beside_workers_fails_with_address_in_use_both_ways() {
+    // Workers set SO_REUSEPORT; a single revecho does not, and Linux lets a
+    // port be shared only when every socket on it set the option.
+    let workers = start(&["--workers", "2"]);
+    assert_address_in_use(workers.addr(), "1");
+    let single = start(&[]);
+    assert_address_in_use(single.addr(), "2");
+}
+
+#[test]
+fn a_second_revecho_with_workers_shares_the_port_silently() {
+    // The documented price of SO_REUSEPORT: two sets of workers on one
+    // port both bind, and the kernel splits the clients between them.
+    let first = start(&["--workers", "2"]);
+    let mut command = revecho();
+    command.args(["--listen", &first.addr().to_string(), "--workers", "2"]);
+    let mut second = RunningBinary::start(command, 1);
+    assert_eq!(second.addr(), first.addr());
+    second.signal("TERM");
+    assert_eq!(exit_code(&mut second), 0, "{}", second.stderr());
+}

@@ -25,6 +25,7 @@ use super::{
     CloseReason, Connection, Context, Event, Name, State, StateKind, TRANSITIONS, TURN_BUDGET, TURN_CALLS,
     Turn, scratch_len,
 };
+use crate::observer::{self, Observer};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::transport::Transport;
 use crate::{Config, Framing};
@@ -291,6 +292,18 @@ struct Harness {
     config: Config,
     stats: Stats,
     start: Instant,
+    /// Every event the connections report, in order.
+    observed: Recorder,
+}
+
+/// An observer that keeps every event.
+#[derive(Default)]
+struct Recorder(RefCell<Vec<observer::Event>>);
+
+impl Observer for Recorder {
+    fn on_event(&self, event: &observer::Event) {
+        self.0.borrow_mut().push(event.clone());
+    }
 }
 
 impl Harness {
@@ -303,6 +316,7 @@ impl Harness {
             config,
             stats: Stats::default(),
             start: Instant::now(),
+            observed: Recorder::default(),
         }
     }
 
@@ -314,6 +328,7 @@ impl Harness {
             stats: &self.stats,
             now: self.start + offset,
             scratch: &mut [],
+            observer: Some(&self.observed),
         }
     }
 
@@ -326,6 +341,7 @@ impl Harness {
             stats: &self.stats,
             now: self.start + offset,
             scratch: &mut scratch,
+            observer: Some(&self.observed),
         };
         conn.on_ready(stream, &mut cx)
     }
@@ -333,6 +349,11 @@ impl Harness {
     /// A connection accepted at `start`.
     fn connection(&self) -> Connection {
         Connection::new(Name { id: 1, peer: None }, self.start)
+    }
+
+    /// The events reported since the last call, taken.
+    fn events(&self) -> Vec<observer::Event> {
+        std::mem::take(&mut *self.observed.0.borrow_mut())
     }
 
     fn stats(&self) -> StatsSnapshot {
@@ -1503,7 +1524,7 @@ mod closed {
         let h = Harness::new(Framing::Burst);
         let (mut conn, _stream) = conn_closed(&h);
 
-        conn.cut_off();
+        conn.cut_off(&h.at(ms(1)));
 
         assert_closed(&conn, CloseReason::Reset);
     }
@@ -1703,7 +1724,7 @@ mod cut_off {
         for (mut conn, stream) in [(receiving, s1), (sending, s2), (lingering, s3)] {
             let calls_before = stream.calls.len();
             let was = conn.state().to_string();
-            conn.cut_off();
+            conn.cut_off(&h.at(ms(1)));
             assert_closed(&conn, CloseReason::ShutdownCutOff);
             assert_eq!(stream.calls.len(), calls_before, "cut off from {was}");
             // Only a reply cut off part-way ends with a reset.
@@ -1914,7 +1935,7 @@ mod abortive_close {
     fn abandoning_or_failing_while_sending_closes_with_a_reset() {
         let h = Harness::new(Framing::Burst);
         let (mut conn, _stream) = conn_sending_partly(&h, 2);
-        conn.abandon(CloseReason::IoError);
+        conn.abandon(CloseReason::IoError, &h.at(ms(1)));
         assert_closed(&conn, CloseReason::IoError);
         assert!(conn.closes_with_reset());
 
@@ -1933,7 +1954,7 @@ mod abortive_close {
         assert!(conn.on_deadline(&h.at(LINGER)));
         assert!(!conn.closes_with_reset());
         let (mut conn, _stream) = conn_lingering(&h);
-        conn.cut_off();
+        conn.cut_off(&h.at(ms(1)));
         assert!(!conn.closes_with_reset());
         // The whole reply went out, then the shutdown failed.
         let (mut conn, mut stream) = conn_sending(&h, b"abc");
@@ -2138,7 +2159,7 @@ mod transitions {
         let (mut conn, mut stream) = conn_receiving(&line, b"half");
         stream.push_reads([Read::Error(ErrorKind::ConnectionReset)]);
         line.ready(&mut conn, &mut stream, ms(1));
-        conn_receiving(&line, b"half").0.cut_off();
+        conn_receiving(&line, b"half").0.cut_off(&line.at(ms(1)));
         // Sending → Closed: replied to a finished client, timed out,
         // failed, abandoned.
         let mut conn = burst.connection();
@@ -2149,12 +2170,12 @@ mod transitions {
         let (mut conn, mut stream) = conn_sending(&burst, b"abc");
         stream.push_writes([Write::Error(ErrorKind::BrokenPipe)]);
         burst.ready(&mut conn, &mut stream, ms(1));
-        conn_sending(&burst, b"abc").0.cut_off();
+        conn_sending(&burst, b"abc").0.cut_off(&burst.at(ms(1)));
         // Lingering → Closed: failed, abandoned.
         let (mut conn, mut stream) = conn_lingering(&burst);
         stream.push_reads([Read::Error(ErrorKind::ConnectionReset)]);
         burst.ready(&mut conn, &mut stream, ms(1));
-        conn_lingering(&burst).0.cut_off();
+        conn_lingering(&burst).0.cut_off(&burst.at(ms(1)));
 
         let taken = TRANSITIONS_TAKEN.with(|taken| taken.borrow().clone());
         for row in TRANSITIONS {
@@ -2330,5 +2351,118 @@ mod any_schedule {
             expected.push(b'\n');
             check(Framing::Line, line, expected, schedule);
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// What an observer sees
+// ---------------------------------------------------------------------------
+
+/// The same behaviour as the tests above, asserted on the events the
+/// connection reports through its `Context` instead of on log text or
+/// internal state: what `examples/timeline.rs` draws.
+mod observed {
+    use super::*;
+    use crate::observer::{Event as Observed, Operation};
+
+    fn read(bytes: usize) -> Observed {
+        Observed::Read { connection: 1, bytes }
+    }
+
+    fn wrote(written: usize, offered: usize) -> Observed {
+        Observed::Wrote {
+            connection: 1,
+            written,
+            offered,
+        }
+    }
+
+    fn would_block(operation: Operation) -> Observed {
+        Observed::WouldBlock {
+            connection: 1,
+            operation,
+        }
+    }
+
+    fn state(from: StateKind, to: StateKind) -> Observed {
+        Observed::State {
+            connection: 1,
+            from,
+            to,
+        }
+    }
+
+    #[test]
+    fn a_burst_exchange_reports_each_call_and_each_state_change_in_order() {
+        let h = Harness::new(Framing::Burst);
+        let mut conn = h.connection();
+        let mut stream = ScriptedStream::new().reading([data(b"abc"), Read::WouldBlock]);
+
+        assert_eq!(h.ready(&mut conn, &mut stream, Duration::ZERO), Turn::Wait);
+
+        assert_eq!(
+            h.events(),
+            [
+                read(3),
+                // In burst framing this WouldBlock is where the message ends.
+                would_block(Operation::Read),
+                state(StateKind::Receiving, StateKind::Sending),
+                wrote(3, 3),
+                state(StateKind::Sending, StateKind::Lingering),
+                // Lingering discards at once what is already waiting.
+                would_block(Operation::Read),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_partial_write_reports_fewer_bytes_than_offered_then_would_block() {
+        let h = Harness::new(Framing::Burst);
+        let mut conn = h.connection();
+        let mut stream = ScriptedStream::new()
+            .reading([data(b"abcdef"), Read::WouldBlock])
+            .writing([Write::Accept(2), Write::WouldBlock]);
+
+        h.ready(&mut conn, &mut stream, Duration::ZERO);
+
+        let events = h.events();
+        assert_eq!(
+            events[events.len() - 2..],
+            [wrote(2, 6), would_block(Operation::Write)],
+            "all events: {events:?}"
+        );
+        assert_sending(&conn);
+    }
+
+    #[test]
+    fn lingering_reports_discarded_reads_and_the_client_closing() {
+        let h = Harness::new(Framing::Burst);
+        let (mut conn, mut stream) = conn_lingering(&h);
+        h.events();
+        stream.push_reads([data(b"more"), Read::Eof]);
+
+        h.ready(&mut conn, &mut stream, ms(1));
+
+        assert_eq!(
+            h.events(),
+            [read(4), read(0), state(StateKind::Lingering, StateKind::Closed)]
+        );
+    }
+
+    #[test]
+    fn timers_and_cut_offs_report_their_state_change_too() {
+        let h = Harness::new(Framing::Line);
+        let (mut conn, _stream) = conn_receiving(&h, b"half");
+        h.events();
+        assert!(conn.on_deadline(&h.at(IDLE)));
+        assert_eq!(h.events(), [state(StateKind::Receiving, StateKind::Closed)]);
+
+        let (mut conn, _stream) = conn_receiving(&h, b"half");
+        h.events();
+        conn.cut_off(&h.at(ms(1)));
+        assert_eq!(h.events(), [state(StateKind::Receiving, StateKind::Closed)]);
+        // Already closed: nothing happens, so nothing is reported.
+        conn.cut_off(&h.at(ms(2)));
+        assert_eq!(h.events(), []);
     }
 }

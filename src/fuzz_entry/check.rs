@@ -1,4 +1,4 @@
-//! Runs a [`Script`] through a real [`Connection`], as the server loop
+//! Runs a `Script` through a real `Connection`, as the server loop
 //! would, and asserts every invariant on the way and at the end:
 //!
 //! - nothing panics (a panic in the connection fails the run like an
@@ -12,7 +12,7 @@
 //!   than `write_chunk`; sending never reads, and nothing is written after
 //!   the shutdown;
 //! - a reply cut off part-way closes with a reset, and no other close does;
-//! - no turn makes more than [`TURN_CALLS`] read and write calls, and a
+//! - no turn makes more than `TURN_CALLS` read and write calls, and a
 //!   turn yields only when it has spent them (or its byte budget);
 //! - a timer that fires before the deadline changes nothing.
 
@@ -26,7 +26,7 @@ use crate::connection::{Connection, Context, Name, State, TURN_BUDGET, TURN_CALL
 use crate::stats::Stats;
 use crate::transport::Transport;
 
-/// A [`Transport`] that answers from a script and checks each call the
+/// A `Transport` that answers from a script and checks each call the
 /// connection makes.
 struct ScriptedTransport {
     reads: VecDeque<ReadStep>,
@@ -191,6 +191,7 @@ pub fn check(script: &Script) {
         stats: &stats,
         now,
         scratch: &mut [],
+        observer: None,
     };
 
     // Every event either takes a scripted answer, moves bytes, or ends the
@@ -225,6 +226,7 @@ pub fn check(script: &Script) {
                 stats: &stats,
                 now,
                 scratch: &mut scratch,
+                observer: None,
             },
         );
         assert!(
@@ -271,7 +273,7 @@ pub fn check(script: &Script) {
                                 conn.state()
                             );
                         }
-                        Then::CutOff => conn.cut_off(),
+                        Then::CutOff => conn.cut_off(&timer(now)),
                     }
                 }
             }

@@ -1,11 +1,11 @@
-//! What a [`Script`] must lead to, worked out without the connection: a
+//! What a `Script` must lead to, worked out without the connection: a
 //! small model that reads the script byte by byte, with no chunks, budgets
 //! or buffers, and says which message was framed, how much of its reply
 //! the client gets, and why the connection closes.
 //!
 //! It is written from the rules in the docs (README and the module docs of
 //! `connection` and `config`), not from the code, so that the two can
-//! disagree: [`check`](super::check) makes them agree.
+//! disagree: `check` makes them agree.
 
 use std::io::ErrorKind;
 

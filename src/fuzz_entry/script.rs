@@ -15,11 +15,9 @@ use crate::{Config, Framing};
 /// What one `read` call returns.
 #[derive(Clone, PartialEq, Eq)]
 pub enum ReadStep {
-    /// These bytes have arrived; never empty (an empty read is [`Eof`]). A
+    /// These bytes have arrived; never empty (an empty read is `Eof`). A
     /// buffer smaller than them takes a prefix, and the rest stays for the
     /// next read, as in a kernel buffer.
-    ///
-    /// [`Eof`]: ReadStep::Eof
     Read(Vec<u8>),
     /// Nothing has arrived: the call would block. The connection waits for
     /// its next readiness event.

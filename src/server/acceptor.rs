@@ -82,6 +82,17 @@ pub(crate) enum State {
     BackingOff { retry_at: Instant },
 }
 
+impl State {
+    /// What a listener's readiness leads to in this state, for its log line.
+    fn on_ready(&self) -> &'static str {
+        match self {
+            State::Open { .. } => "accepting after this batch of events",
+            State::AtCapacity { .. } => "not accepting: at the connection limit",
+            State::BackingOff { .. } => "not accepting until the back-off ends",
+        }
+    }
+}
+
 /// An episode whose end gets its own log line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Episode {
@@ -134,7 +145,11 @@ impl<L: Listen> Acceptor<L> {
     /// its limiter, once per episode).
     pub(crate) fn on_listener_ready(&mut self, index: usize, now: Instant, lines: &mut ClientLines) {
         if let Some(listener) = self.listeners.get(index) {
-            debug!("listener {}: readable", listener.address());
+            debug!(
+                "listener {}: readable: {}",
+                listener.address(),
+                self.state.on_ready()
+            );
         }
         match &mut self.state {
             State::Open { due, .. } => *due = true,

@@ -9,11 +9,12 @@
 use std::io;
 use std::time::Instant;
 
-use log::trace;
+use log::{debug, trace};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use crate::connection::Connection;
+use crate::observer::{self, Observer};
 use crate::transport;
 
 /// One client: its state machine, its socket, and what the loop registered
@@ -41,8 +42,14 @@ impl Client {
         mut stream: TcpStream,
         token: Token,
         connection: Connection,
+        observer: Option<&dyn Observer>,
     ) -> io::Result<Client> {
         registry.register(&mut stream, token, Interest::READABLE)?;
+        debug!(
+            "{}: registered READABLE: waiting for the message",
+            connection.name()
+        );
+        report_interest(observer, &connection, None, Some(Interest::READABLE));
         Ok(Client {
             connection,
             stream,
@@ -55,9 +62,28 @@ impl Client {
 
     /// Brings the registered interest in line with `interest`; a system call
     /// only when it changed.
-    pub(super) fn reregister(&mut self, registry: &Registry, interest: Interest) -> io::Result<()> {
+    pub(super) fn reregister(
+        &mut self,
+        registry: &Registry,
+        interest: Interest,
+        observer: Option<&dyn Observer>,
+    ) -> io::Result<()> {
         if interest != self.interest {
             registry.reregister(&mut self.stream, self.token, interest)?;
+            // Only two changes happen: into Sending with part of the reply
+            // unwritten, and out of it into Lingering.
+            let waiting_for = if interest.is_writable() {
+                "room in the send buffer for the rest of the reply"
+            } else {
+                "the client's bytes or its close"
+            };
+            debug!(
+                "{}: interest {} => {}: waiting for {waiting_for}",
+                self.connection.name(),
+                interest_name(self.interest),
+                interest_name(interest)
+            );
+            report_interest(observer, &self.connection, Some(self.interest), Some(interest));
             self.interest = interest;
         }
         Ok(())
@@ -66,10 +92,12 @@ impl Client {
     /// Deregisters before the socket closes and the slot can be reused. A
     /// failure changes nothing: the close removes the socket from the poll
     /// anyway.
-    pub(super) fn deregister(&mut self, registry: &Registry) {
-        if let Err(e) = registry.deregister(&mut self.stream) {
-            trace!("{}: deregister failed: {e}", self.connection.name());
+    pub(super) fn deregister(&mut self, registry: &Registry, observer: Option<&dyn Observer>) {
+        match registry.deregister(&mut self.stream) {
+            Ok(()) => debug!("{}: deregistered: closing the socket", self.connection.name()),
+            Err(e) => trace!("{}: deregister failed: {e}", self.connection.name()),
         }
+        report_interest(observer, &self.connection, Some(self.interest), None);
     }
 
     /// The stream and the connection, for one turn.
@@ -87,4 +115,26 @@ impl Client {
             trace!("{}: cannot set SO_LINGER 0: {e}", self.connection.name());
         }
     }
+}
+
+/// `READABLE`, `WRITABLE`, as mio spells them.
+fn interest_name(interest: Interest) -> &'static str {
+    match (interest.is_readable(), interest.is_writable()) {
+        (true, true) => "READABLE | WRITABLE",
+        (false, true) => "WRITABLE",
+        _ => "READABLE",
+    }
+}
+
+fn report_interest(
+    observer: Option<&dyn Observer>,
+    connection: &Connection,
+    from: Option<Interest>,
+    to: Option<Interest>,
+) {
+    observer::report(observer, || observer::Event::Interest {
+        connection: connection.name().id,
+        from,
+        to,
+    });
 }

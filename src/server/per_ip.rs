@@ -8,9 +8,19 @@
 //! The counts live in a map with one entry per group currently connected:
 //! an entry goes when its count drops to zero, so memory follows the
 //! clients connected now, not every client ever seen.
+//!
+//! The limit is global, also with `--workers N`: the workers then share one
+//! map behind a mutex ([`PerIp::Shared`]). It is touched only at accept and
+//! at close, never on the read/write path, and each touch is one hash map
+//! operation: the lock is held for well under a microsecond, so even at
+//! tens of thousands of connections per second per worker it is almost
+//! always uncontended, and an uncontended lock is one atomic
+//! compare-and-swap. A single server keeps its map to itself
+//! ([`PerIp::Own`]) and takes no lock at all.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The unit the limit counts: an IPv4 address or an IPv6 /64.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -98,6 +108,51 @@ impl PerAddress {
     }
 }
 
+/// The per-address counts of one server, or the counts all workers share.
+#[derive(Debug)]
+pub(crate) enum PerIp {
+    /// One server alone: no lock.
+    Own(PerAddress),
+    /// One map for every worker, so that the limit stays global.
+    Shared(Arc<Mutex<PerAddress>>),
+}
+
+impl PerIp {
+    /// Counts for one server alone.
+    pub(crate) fn own(limit: usize) -> PerIp {
+        PerIp::Own(PerAddress::new(limit))
+    }
+
+    /// A map to share between workers: clone the `Arc` into each.
+    pub(crate) fn shared(limit: usize) -> Arc<Mutex<PerAddress>> {
+        Arc::new(Mutex::new(PerAddress::new(limit)))
+    }
+
+    /// See [`PerAddress::admit`].
+    pub(crate) fn admit(&mut self, ip: IpAddr) -> Result<(), AddressGroup> {
+        match self {
+            PerIp::Own(counts) => counts.admit(ip),
+            PerIp::Shared(counts) => lock(counts).admit(ip),
+        }
+    }
+
+    /// See [`PerAddress::release`].
+    pub(crate) fn release(&mut self, ip: IpAddr) {
+        match self {
+            PerIp::Own(counts) => counts.release(ip),
+            PerIp::Shared(counts) => lock(counts).release(ip),
+        }
+    }
+}
+
+/// Locks the shared map. A poisoned lock means another worker panicked
+/// between two lines of `admit` or `release`, which hold no invariant
+/// beyond the counts themselves: at worst one count is off by one, which
+/// beats taking down every other worker, so the map is used as it is.
+fn lock(counts: &Mutex<PerAddress>) -> MutexGuard<'_, PerAddress> {
+    counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +212,17 @@ mod tests {
             per_address.release(address);
         }
         assert_eq!(per_address.groups(), 0);
+    }
+
+    #[test]
+    fn workers_sharing_one_map_share_one_limit() {
+        let shared = PerIp::shared(1);
+        let mut first = PerIp::Shared(Arc::clone(&shared));
+        let mut second = PerIp::Shared(Arc::clone(&shared));
+        assert_eq!(first.admit(ip("192.0.2.1")), Ok(()));
+        assert!(second.admit(ip("192.0.2.1")).is_err(), "the limit is global");
+        first.release(ip("192.0.2.1"));
+        assert_eq!(second.admit(ip("192.0.2.1")), Ok(()));
     }
 
     #[test]

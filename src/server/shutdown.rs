@@ -3,14 +3,14 @@
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Instant;
 
 use log::info;
 use mio::Waker;
 use signal_hook::consts::SIGINT;
 
-use super::{Phase, Server};
+use super::{Phase, Server, context};
 
 /// How [`Server::run`] ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,8 +27,10 @@ pub enum Exit {
 /// path as SIGTERM. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct StopHandle {
-    pub(super) requested: Arc<AtomicBool>,
-    pub(super) waker: Arc<Waker>,
+    pub(crate) requested: Arc<AtomicBool>,
+    /// A signal number when the loop must exit at once (0: not asked).
+    pub(crate) exit_now: Arc<AtomicI32>,
+    pub(crate) waker: Arc<Waker>,
 }
 
 impl StopHandle {
@@ -36,6 +38,23 @@ impl StopHandle {
     pub fn stop(&self) -> io::Result<()> {
         self.requested.store(true, Ordering::SeqCst);
         self.waker.wake()
+    }
+
+    /// Asks the loop to exit at once, as a second `signal` would: every
+    /// connection is cut off and `run` returns [`Exit::Signalled`]. The
+    /// workers' coordinator uses it, since it owns the signals.
+    pub(crate) fn exit_now(&self, signal: i32) -> io::Result<()> {
+        self.exit_now.store(signal, Ordering::SeqCst);
+        self.waker.wake()
+    }
+
+    /// Whether [`exit_now`](Self::exit_now) was asked for, and with which
+    /// signal.
+    pub(super) fn exit_now_requested(&self) -> Option<i32> {
+        match self.exit_now.load(Ordering::SeqCst) {
+            0 => None,
+            signal => Some(signal),
+        }
     }
 }
 
@@ -46,7 +65,13 @@ impl Server {
         let now = Instant::now();
         for key in keys {
             if let Some(client) = self.connections.get_mut(key) {
-                client.connection.cut_off();
+                client.connection.cut_off(&context(
+                    &self.config,
+                    &self.stats,
+                    &mut [],
+                    now,
+                    self.observer.as_deref(),
+                ));
             }
             self.remove(key, now);
         }
@@ -56,7 +81,7 @@ impl Server {
     pub(super) fn on_signals(&mut self, now: Instant) -> Option<Exit> {
         let signals: Vec<i32> = self.signals.as_mut()?.pending().collect();
         for signal in signals {
-            let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
+            let name = signal_name(signal);
             if matches!(self.phase, Phase::Draining { .. }) {
                 info!("{name} again: exiting now");
                 return Some(Exit::Signalled(signal));
@@ -82,6 +107,12 @@ impl Server {
             .max_connections
             .saturating_add(self.config.backlog as usize);
         self.take_in(&mut step, limit, now);
+        // Tell whoever asked (systemd's STOPPING=1) now, while the
+        // connections in flight are still being served, not when `run`
+        // returns.
+        if let Some(hook) = self.on_shutdown.take() {
+            hook();
+        }
         let until = now + self.config.shutdown_grace;
         if let Phase::Serving(acceptor) = std::mem::replace(&mut self.phase, Phase::Draining { until }) {
             acceptor.close(self.poll.registry());
@@ -107,6 +138,11 @@ impl Server {
             self.cut_off_all();
         }
     }
+}
+
+/// `SIGINT` or `SIGTERM`: the two signals the server handles.
+pub(crate) fn signal_name(signal: i32) -> &'static str {
+    if signal == SIGINT { "SIGINT" } else { "SIGTERM" }
 }
 
 /// `1 connection`, `2 connections`.

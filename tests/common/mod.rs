@@ -7,6 +7,8 @@
 
 #![allow(dead_code)] // Each test file uses a different part of this module.
 
+pub mod transcript;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -326,4 +328,52 @@ pub fn stop_accounted(server: TestServer) -> StatsSnapshot {
         "accepted connections not each counted once as closed: {last:?}"
     );
     last
+}
+
+/// A [`revecho::Workers`] running on its own thread, stopped and joined
+/// on drop, with each worker's counters.
+pub struct TestWorkers {
+    pub addr: SocketAddr,
+    pub stats: Vec<Arc<Stats>>,
+    stop: StopHandle,
+    thread: Option<JoinHandle<io::Result<Exit>>>,
+}
+
+impl TestWorkers {
+    /// Binds `count` workers for `config` and runs them on a new thread.
+    pub fn start(config: Config, count: usize) -> TestWorkers {
+        let workers = revecho::Workers::bind(config, count).expect("bind test workers");
+        let addr = workers.local_addrs()[0];
+        let stats = workers.stats();
+        let stop = workers.stop_handle();
+        let thread = thread::spawn(move || workers.run());
+        TestWorkers {
+            addr,
+            stats,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Each worker's `accepted` count now.
+    pub fn accepted(&self) -> Vec<u64> {
+        self.stats.iter().map(|stats| stats.snapshot().accepted).collect()
+    }
+
+    /// Every worker's counters added up.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        self.stats.iter().map(|stats| stats.snapshot()).sum()
+    }
+}
+
+impl Drop for TestWorkers {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take()
+            && !thread::panicking()
+        {
+            self.stop.stop().expect("wake workers");
+            let exit = thread.join().expect("workers thread panicked");
+            assert_eq!(exit.expect("run"), Exit::Finished);
+        }
+    }
 }

@@ -7,6 +7,7 @@ use std::ffi::OsString;
 use std::time::Duration;
 
 use clap::error::ErrorKind;
+use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use revecho::{Config, Framing};
 
@@ -56,7 +57,14 @@ impl Cli {
         if let Some(conflict) = verbose_with_quiet(&matches) {
             command.error(ErrorKind::ArgumentConflict, conflict).exit();
         }
-        Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
+        let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+        // clap fills in the default address, so only the value source tells
+        // an explicit --listen (or REVECHO_LISTEN) from none at all.
+        cli.server.listen_given = matches!(
+            matches.value_source("listen"),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        );
+        cli
     }
 }
 
@@ -85,6 +93,8 @@ pub enum Command {
     /// Send a message to a revecho server and print the reply.
     #[command(version, display_name = "revecho", after_help = SEND_AFTER_HELP)]
     Send(SendArgs),
+    /// Load a server with many connections and report rates, latencies and errors.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// How a message ends (see `Framing`).
@@ -166,13 +176,58 @@ pub struct ServerArgs {
     #[arg(long, value_name = "DURATION", env = "REVECHO_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
-    /// More log detail: -v shows every readiness event and state change, -vv every read and write
+    /// Event loops, each on its own thread with its own listening socket (SO_REUSEPORT), or "auto" for one per core
+    #[arg(long, value_name = "N|auto", env = "REVECHO_WORKERS", default_value = "1", value_parser = parse_workers)]
+    pub workers: WorkerCount,
+
+    /// More log detail: -v shows every poll wakeup, readiness event, registration change and state change; -vv every read and write
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
     /// Only warnings and errors
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// Whether --listen or REVECHO_LISTEN was given, rather than the
+    /// default: beside inherited sockets, that is a usage error.
+    #[arg(skip)]
+    pub listen_given: bool,
+}
+
+/// `--workers`: a number, or one per core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerCount {
+    /// Exactly this many (at least 1).
+    Exactly(usize),
+    /// `std::thread::available_parallelism`: the cores this process may
+    /// use (its CPU affinity and cgroup quota included).
+    Auto,
+}
+
+impl WorkerCount {
+    /// How many workers to start.
+    pub fn resolve(self) -> usize {
+        match self {
+            WorkerCount::Exactly(count) => count,
+            WorkerCount::Auto => std::thread::available_parallelism().map_or(1, usize::from),
+        }
+    }
+}
+
+/// The most workers accepted: far more than any machine's cores, but a
+/// bound on the threads and sockets a typo can ask for.
+const MAX_WORKERS: usize = 1024;
+
+fn parse_workers(text: &str) -> Result<WorkerCount, String> {
+    if text == "auto" {
+        return Ok(WorkerCount::Auto);
+    }
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1 (or auto)".into()),
+        Ok(count) if count <= MAX_WORKERS => Ok(WorkerCount::Exactly(count)),
+        Ok(_) => Err(format!("must be at most {MAX_WORKERS}")),
+        Err(_) => Err("expected a number of workers or auto".into()),
+    }
 }
 
 impl ServerArgs {
@@ -386,6 +441,17 @@ mod tests {
             let error = parse_host_port(address).expect_err(address);
             assert!(error.contains(complaint), "{address:?}: {error}");
             assert!(error.contains("host:port"), "{address:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn workers_are_a_positive_number_or_auto() {
+        assert_eq!(parse_workers("1"), Ok(WorkerCount::Exactly(1)));
+        assert_eq!(parse_workers("4"), Ok(WorkerCount::Exactly(4)));
+        assert_eq!(parse_workers("auto"), Ok(WorkerCount::Auto));
+        assert!(WorkerCount::Auto.resolve() >= 1);
+        for bad in ["0", "-1", "many", "1025", ""] {
+            assert!(parse_workers(bad).is_err(), "{bad:?}");
         }
     }
 

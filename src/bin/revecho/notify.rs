@@ -23,9 +23,14 @@ use std::io;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread;
 use std::time::Duration;
 
 use log::warn;
+use revecho::Heartbeat;
 
 /// How long a send may block when systemd's receive queue is full. systemd
 /// reads its notify socket promptly; this only keeps a wedged manager from
@@ -92,9 +97,6 @@ impl Notifier {
 
     /// `WATCHDOG=1`: the service is alive. Send it only when [`Watchdog`]
     /// says so.
-    // Unused until the server loop reports its turns (issue 12, loop
-    // integration): a ping without that heartbeat would hide a hung loop.
-    #[allow(dead_code)]
     pub fn watchdog(&self) -> io::Result<()> {
         self.send("WATCHDOG=1")
     }
@@ -114,9 +116,16 @@ impl Notifier {
 /// The service manager as the binary sees it: a [`Notifier`] when systemd
 /// asked for notifications, nothing otherwise. Every problem is a warning,
 /// not a failure: the server serves either way, and systemd reports a
-/// missing `READY=1` itself (the start times out).
+/// missing `READY=1` itself (the start times out). Cheap to clone, so that
+/// the shutdown hook and the watchdog thread each hold one.
+#[derive(Clone)]
 pub struct Systemd {
-    notifier: Option<Notifier>,
+    notifier: Option<Arc<Notifier>>,
+    /// Half of `WATCHDOG_USEC`, when systemd expects pings.
+    watchdog_every: Option<Duration>,
+    /// `STOPPING=1` goes once: when shutdown begins, or at exit if it never
+    /// began (the loop failed).
+    stopping_sent: Arc<AtomicBool>,
 }
 
 impl Systemd {
@@ -128,19 +137,21 @@ impl Systemd {
         });
         let usec = std::env::var_os("WATCHDOG_USEC");
         let pid = std::env::var_os("WATCHDOG_PID");
-        match watchdog_interval(usec.as_deref(), pid.as_deref(), std::process::id()) {
-            Ok(None) => {}
-            // The pings need the server loop to report that it turns, which
-            // it does not yet (issue 12, loop integration). Say so rather
-            // than ping from a timer, which would hide a hung loop.
-            Ok(Some(half)) => warn!(
-                "systemd expects WATCHDOG=1 at least every {}, which this build does not send yet: \
-                 systemd will restart revecho; remove WatchdogSec= from the unit",
-                humantime::format_duration(half * 2)
-            ),
-            Err(error) => warn!("ignoring the systemd watchdog: {error}"),
+        let watchdog_every = match watchdog_interval(usec.as_deref(), pid.as_deref(), std::process::id()) {
+            Ok(every) => every,
+            Err(error) => {
+                warn!("ignoring the systemd watchdog: {error}");
+                None
+            }
+        };
+        if watchdog_every.is_some() && notifier.is_none() {
+            warn!("WATCHDOG_USEC is set but NOTIFY_SOCKET is not: no WATCHDOG=1 can be sent");
         }
-        Systemd { notifier }
+        Systemd {
+            notifier: notifier.map(Arc::new),
+            watchdog_every,
+            stopping_sent: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     /// Sends `READY=1`, if systemd listens.
@@ -148,9 +159,45 @@ impl Systemd {
         self.tell(Notifier::ready);
     }
 
-    /// Sends `STOPPING=1`, if systemd listens.
+    /// Sends `STOPPING=1`, if systemd listens, the first time only.
     pub fn stopping(&self) {
-        self.tell(Notifier::stopping);
+        if !self.stopping_sent.swap(true, Ordering::SeqCst) {
+            self.tell(Notifier::stopping);
+        }
+    }
+
+    /// Starts pinging the watchdog, if systemd asked for it: a thread that
+    /// every half interval pings when every loop has turned since the last
+    /// ping, then asks each loop to turn again (see [`tick`]). It stops
+    /// when the returned guard is dropped.
+    pub fn start_watchdog(&self, heartbeat: Heartbeat) -> Option<WatchdogThread> {
+        let every = self.watchdog_every?;
+        let notifier = Arc::clone(self.notifier.as_ref()?);
+        let (stop, stopped) = mpsc::channel::<()>();
+        let spawned = thread::Builder::new()
+            .name("revecho-watchdog".into())
+            .spawn(move || {
+                let mut watchdog = Watchdog::new(heartbeat.turns().len());
+                // The timer: `recv_timeout` returns at each interval, or at
+                // once when the guard drops the sender.
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                    if tick(&mut watchdog, &heartbeat)
+                        && let Err(error) = notifier.watchdog()
+                    {
+                        warn!("cannot notify systemd: {error}");
+                    }
+                }
+            });
+        match spawned {
+            Ok(thread) => Some(WatchdogThread {
+                stop: Some(stop),
+                thread: Some(thread),
+            }),
+            Err(error) => {
+                warn!("cannot start the watchdog thread: {error}; systemd will restart revecho");
+                None
+            }
+        }
     }
 
     fn tell(&self, send: fn(&Notifier) -> io::Result<()>) {
@@ -160,6 +207,55 @@ impl Systemd {
             warn!("cannot notify systemd: {error}");
         }
     }
+}
+
+/// The watchdog thread; dropping this stops and joins it.
+pub struct WatchdogThread {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for WatchdogThread {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// What the watchdog needs from the loops: their turn counts, and a way to
+/// ask each to turn. [`Heartbeat`] in the server; a fake in the tests.
+pub trait Loops {
+    /// Each loop's turn count.
+    fn turns(&self) -> Vec<u64>;
+    /// Wakes each loop once.
+    fn request_turn(&self);
+}
+
+impl Loops for Heartbeat {
+    fn turns(&self) -> Vec<u64> {
+        Heartbeat::turns(self)
+    }
+
+    fn request_turn(&self) {
+        if let Err(error) = self.request() {
+            warn!("cannot wake a worker for the watchdog: {error}");
+        }
+    }
+}
+
+/// One watchdog period: says whether to ping now, then wakes every loop.
+///
+/// An idle loop sleeps in `poll` until its next deadline, possibly for
+/// ever, so a loop that has not turned is not necessarily stuck. Hence the
+/// request: each period wakes every loop, and the next period pings only if
+/// every loop answered (turned) in between. A loop stuck in a handler
+/// cannot answer, and the pings stop.
+pub fn tick(watchdog: &mut Watchdog, loops: &impl Loops) -> bool {
+    let ping = watchdog.should_ping(&loops.turns());
+    loops.request_turn();
+    ping
 }
 
 /// Why the watchdog variables could not be used.
@@ -232,10 +328,8 @@ fn parse_decimal(text: &str) -> Option<u64> {
 /// half interval, the caller passes the counts to [`Watchdog::should_ping`]
 /// and sends `WATCHDOG=1` when it returns true. An idle loop must still
 /// turn at least once per half interval (its poll timeout bounded by it, or
-/// a wake-up), or a healthy but idle server would be restarted.
-// Unused until the server loop reports its turns (issue 12, loop
-// integration).
-#[allow(dead_code)]
+/// a wake-up: see [`tick`]), or a healthy but idle server would be
+/// restarted.
 #[derive(Debug)]
 pub struct Watchdog {
     /// Each worker's turn count at the last ping (all zero before the
@@ -243,7 +337,6 @@ pub struct Watchdog {
     turns_at_last_ping: Vec<u64>,
 }
 
-#[allow(dead_code)]
 impl Watchdog {
     /// A watchdog for `workers` loops, none of which has turned yet.
     pub fn new(workers: usize) -> Watchdog {
@@ -469,6 +562,62 @@ mod tests {
         assert!(!watchdog.should_ping(&[11, 20]), "second worker stuck");
         assert!(!watchdog.should_ping(&[50, 20]), "still stuck");
         assert!(watchdog.should_ping(&[51, 21]), "both turned");
+    }
+
+    /// Loops that answer a turn request only when they are not stuck.
+    struct FakeLoops {
+        turns: std::cell::RefCell<Vec<u64>>,
+        stuck: Vec<bool>,
+    }
+
+    impl Loops for FakeLoops {
+        fn turns(&self) -> Vec<u64> {
+            self.turns.borrow().clone()
+        }
+
+        fn request_turn(&self) {
+            for (turns, stuck) in self.turns.borrow_mut().iter_mut().zip(&self.stuck) {
+                if !stuck {
+                    *turns += 1;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn idle_loops_that_answer_the_request_keep_the_pings_coming() {
+        let loops = FakeLoops {
+            turns: vec![0, 0].into(),
+            stuck: vec![false, false],
+        };
+        let mut watchdog = Watchdog::new(2);
+        assert!(!tick(&mut watchdog, &loops), "no turn asked for yet");
+        for period in 0..5 {
+            assert!(tick(&mut watchdog, &loops), "period {period}");
+        }
+    }
+
+    #[test]
+    fn a_worker_that_does_not_turn_stops_the_pings() {
+        let mut loops = FakeLoops {
+            turns: vec![0, 0].into(),
+            stuck: vec![false, false],
+        };
+        let mut watchdog = Watchdog::new(2);
+        tick(&mut watchdog, &loops);
+        assert!(tick(&mut watchdog, &loops));
+        loops.stuck[1] = true;
+        // The request sent at the last ping was still answered.
+        assert!(tick(&mut watchdog, &loops));
+        for period in 0..5 {
+            assert!(!tick(&mut watchdog, &loops), "stuck, period {period}");
+        }
+        loops.stuck[1] = false;
+        assert!(
+            !tick(&mut watchdog, &loops),
+            "its first answer comes after this request"
+        );
+        assert!(tick(&mut watchdog, &loops), "turning again");
     }
 
     #[test]
