@@ -931,4 +931,6 @@ fn failed(reason: CloseReason) -> Step {
 
 pub mod diagram;
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;

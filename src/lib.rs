@@ -39,10 +39,11 @@
 //! deliberately, from one place: the `#[doc(hidden)]` module `internals`,
 //! which exposes the connection state machine (`Connection`, `Context`,
 //! `Name`, `Turn`, `CloseReason`), the `Transport` it drives (so a target
-//! can script one), framing's `scan` and `into_reply`, and the state
-//! diagram written from the transition table (`diagram`, for the test that
-//! keeps `docs/state-machine.md` true). It is not part of
-//! the supported API and may change with any release.
+//! can script one), framing's `scan` and `into_reply`, the state diagram
+//! written from the transition table (`diagram`, for the test that keeps
+//! `docs/state-machine.md` true), and `fuzz`, the bodies of the fuzz
+//! targets in `fuzz/` (`src/fuzz_entry.rs`). It is not part of the
+//! supported API and may change with any release.
 //!
 //! ```compile_fail
 //! // The modules themselves are private:
@@ -71,6 +72,8 @@
 //! - `transport`: the three socket calls a connection makes, so tests can
 //!   script them.
 //! - `framing`: where a message ends and how its reply is made (pure).
+//! - `fuzz_entry`: the bodies of the fuzz targets, and the scripted harness
+//!   and model that the connection's property tests share with them.
 //! - [`deadlines`]: the nearest timeout, without a timer thread.
 //! - `token`: how a `Token` names a listener or a connection, and why it
 //!   carries a generation.
@@ -98,6 +101,7 @@ pub mod deadlines;
 mod error;
 pub mod fd_limit;
 mod framing;
+mod fuzz_entry;
 mod listeners;
 mod log_limit;
 pub mod observer;
@@ -126,4 +130,9 @@ pub mod internals {
     pub use crate::connection::{CloseReason, Connection, Context, Name, Turn};
     pub use crate::framing::{Scan, into_reply, scan};
     pub use crate::transport::Transport;
+
+    /// The fuzz targets' bodies, replayed by `tests/fuzz_corpus.rs`.
+    pub mod fuzz {
+        pub use crate::fuzz_entry::*;
+    }
 }
