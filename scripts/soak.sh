@@ -138,10 +138,12 @@ if loads:
     say(f"- machine load average (1 min) under load: min {min(loads):.2f}, "
         f"mean {sum(loads) / len(loads):.2f}, max {max(loads):.2f} (2 cores, shared)")
 fds_before, fds_after = int(meta["fds_before"]), int(meta["fds_after"])
-fds_back = fds_after <= fds_before
+fds_back = 0 <= fds_after <= fds_before
 ok &= fds_back
+if fds_after < 0:
+    say("- the server was gone before the end of the run: see server.log")
 say(f"- descriptors: {fds_before} before the load, peak {max(r[2] for r in rows)}, "
-    f"{fds_after} once idle -> {'back to the start' if fds_back else 'LEAKED'}")
+    f"{fds_after} once idle -> {'back to the start' if fds_back else 'LEAKED' if fds_after >= 0 else 'GONE'}")
 summary = meta.get("summary", "")
 say(f"- server summary: {summary or '(none)'}")
 # Every accepted connection ends in exactly one counted way.
@@ -277,7 +279,15 @@ echo "soak: server $server_pid on ${addrs[*]}: revecho ${listen[*]} ${server_fla
 # ---------------------------------------------------------------------------
 # The sampler: one line per second while the server runs.
 # ---------------------------------------------------------------------------
-fd_count() { find "/proc/$server_pid/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
+# -1 once the server is gone (so that a dead server never looks like one
+# that gave all its descriptors back).
+fd_count() {
+    if [[ -d /proc/$server_pid/fd ]]; then
+        { find "/proc/$server_pid/fd" -mindepth 1 -maxdepth 1 2>/dev/null || true; } | wc -l
+    else
+        echo -1
+    fi
+}
 (
     echo "epoch,rss_kib,fds,load1"
     while [[ -r /proc/$server_pid/status ]]; do
@@ -408,7 +418,8 @@ fi
 # Idle: lingering and timed-out connections close, descriptors come back.
 sleep 5
 fds_after=$(fd_count)
-kill -TERM "$server_pid"
+# A server that died under load is a failure the report must still show.
+kill -TERM "$server_pid" 2>/dev/null || echo "soak: the server had already exited (see $out/server.log)" >&2
 wait "$server_pid" || true
 server_pid=""
 wait "$sampler_pid" 2>/dev/null || true
