@@ -4,14 +4,15 @@
 #
 #   scripts/soak.sh                     1,000,000 connections from `revecho bench`
 #   scripts/soak.sh --faulty            the same, plus a pool of faulty clients
-#                                       (examples/faulty_clients.rs) making ~10%
-#                                       of all connections, on a second listener
+#                                       (examples/faulty_clients.rs) making 10%
+#                                       of all connections, on a second listener,
+#                                       in ten rounds that spread them over the run
 #   scripts/soak.sh --stand-in 3000     a loop of `revecho send` instead of the
 #                                       bench: tries the sampling and the report
 #   scripts/soak.sh --report-only DIR   redraws DIR's report from its samples
 #
 # Options: --requests N (1000000), --concurrency N (64, the bench's),
-# --faulty-concurrency N (1024 threads of the faulty pool), --out DIR
+# --faulty-concurrency N (384 threads of the faulty pool), --out DIR
 # (target/soak/DATE[-faulty]), --no-build.
 #
 # It builds in release, starts `revecho` on a free loopback port, samples
@@ -24,7 +25,9 @@
 #
 # Exit status 0 only if the load had zero errors (and, with --faulty, zero
 # wrong replies to the faulty pool's checked clients), RSS stayed within 2%,
-# and the descriptor count came back to where it started.
+# the descriptor count came back to where it started, and the endings in the
+# server's summary add up to `accepted`. The report also gives the machine's
+# load average under load (sampled with RSS): the figures depend on it.
 #
 # A million connections on loopback need net.ipv4.tcp_tw_reuse: each closed
 # connection holds its port in TIME_WAIT for 60 s, and there are only about
@@ -34,7 +37,7 @@ cd "$(dirname "$0")/.."
 
 requests=1000000
 concurrency=64
-faulty_concurrency=1024
+faulty_concurrency=384
 faulty=0
 stand_in=0
 out=""
@@ -79,7 +82,9 @@ with open(os.path.join(out, "meta.txt")) as f:
 rows = []
 with open(os.path.join(out, "samples.csv")) as f:
     for row in csv.DictReader(f):
-        rows.append((float(row["epoch"]), int(row["rss_kib"]), int(row["fds"])))
+        # load1: the machine's 1-minute load average (absent in older runs).
+        rows.append((float(row["epoch"]), int(row["rss_kib"]), int(row["fds"]),
+                     float(row.get("load1") or "nan")))
 if not rows:
     sys.exit("soak: no samples")
 t0 = rows[0][0]
@@ -124,13 +129,36 @@ if len(load) >= 20:
 else:
     tenth = 0
     say(f"- RSS: only {len(load)} samples under load; 20 or more (seconds) are needed to compare tenths")
-say(f"- RSS peak: {max(r[1] for r in rows) / 1024:.1f} MiB")
+say(f"- RSS at the start of the load: {load[0][1] / 1024 if load else float('nan'):.1f} MiB; "
+    f"peak over the run: {max(r[1] for r in rows) / 1024:.1f} MiB")
+if load:
+    say(f"- descriptors under load: min {min(r[2] for r in load)}, max {max(r[2] for r in load)}")
+loads = [r[3] for r in load if r[3] == r[3]]
+if loads:
+    say(f"- machine load average (1 min) under load: min {min(loads):.2f}, "
+        f"mean {sum(loads) / len(loads):.2f}, max {max(loads):.2f} (2 cores, shared)")
 fds_before, fds_after = int(meta["fds_before"]), int(meta["fds_after"])
-fds_back = fds_after <= fds_before
+fds_back = 0 <= fds_after <= fds_before
 ok &= fds_back
+if fds_after < 0:
+    say("- the server was gone before the end of the run: see server.log")
 say(f"- descriptors: {fds_before} before the load, peak {max(r[2] for r in rows)}, "
-    f"{fds_after} once idle -> {'back to the start' if fds_back else 'LEAKED'}")
-say(f"- server summary: {meta.get('summary', '(none)')}")
+    f"{fds_after} once idle -> {'back to the start' if fds_back else 'LEAKED' if fds_after >= 0 else 'GONE'}")
+summary = meta.get("summary", "")
+say(f"- server summary: {summary or '(none)'}")
+# Every accepted connection ends in exactly one counted way.
+counters = {k: int(v) for k, _, v in (w.partition("=") for w in summary.split()) if v.isdigit()}
+endings = ("completed", "oversize", "idle_timeout", "read_timeout", "reset", "io_error",
+           "linger_timeout", "shutdown_cut_off")
+if "accepted" in counters and all(k in counters for k in endings):
+    ended = sum(counters[k] for k in endings)
+    adds_up = ended == counters["accepted"]
+    ok &= adds_up
+    say(f"- endings: {' + '.join(f'{k} {counters[k]}' for k in endings if counters[k])} = {ended}; "
+        f"accepted {counters['accepted']} -> {'add up' if adds_up else 'DO NOT ADD UP'}")
+else:
+    ok = False
+    say("- endings: no summary line to check")
 say(f"- verdict: {'PASS' if ok else 'FAIL'}")
 say()
 say("![RSS and descriptors over the run](soak.svg)")
@@ -251,12 +279,21 @@ echo "soak: server $server_pid on ${addrs[*]}: revecho ${listen[*]} ${server_fla
 # ---------------------------------------------------------------------------
 # The sampler: one line per second while the server runs.
 # ---------------------------------------------------------------------------
-fd_count() { find "/proc/$server_pid/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
+# -1 once the server is gone (so that a dead server never looks like one
+# that gave all its descriptors back).
+fd_count() {
+    if [[ -d /proc/$server_pid/fd ]]; then
+        { find "/proc/$server_pid/fd" -mindepth 1 -maxdepth 1 2>/dev/null || true; } | wc -l
+    else
+        echo -1
+    fi
+}
 (
-    echo "epoch,rss_kib,fds"
+    echo "epoch,rss_kib,fds,load1"
     while [[ -r /proc/$server_pid/status ]]; do
         rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$server_pid/status" 2>/dev/null) || break
-        echo "$(date +%s.%N),${rss:-0},$(fd_count)"
+        read -r load1 _ </proc/loadavg
+        echo "$(date +%s.%N),${rss:-0},$(fd_count),$load1"
         sleep 1
     done
 ) >"$out/samples.csv" &
@@ -273,63 +310,116 @@ sleep 3
 # ---------------------------------------------------------------------------
 # The load
 # ---------------------------------------------------------------------------
-if ((faulty)); then
-    # One faulty connection for every nine of the bench: 10% of the total.
-    # Its holds are short, but a silent client waits for the idle timeout, so
-    # it needs many threads to keep up; if it still lags behind the bench, it
-    # is stopped when the bench ends and the report gives the share reached.
-    "$faulty_driver" --connect "${addrs[1]}" --connections $(((stand_in ? stand_in : requests) / 9)) \
-        --concurrency "$faulty_concurrency" --max-message "$max_message" --hold 100ms --timeout 10s \
-        >"$out/faulty.txt" 2>"$out/faulty.log" &
-    faulty_pid=$!
-fi
+# With --faulty, the run is ten rounds, each a tenth of the bench's
+# connections beside a tenth of the faulty pool's (one faulty connection for
+# every nine of the bench: 10% of the total). Started together once, the
+# pool would be done in the first half minute and the rest of the run would
+# be the plain soak again; in rounds, the faults span the whole run whatever
+# the speed of the machine, and every tenth of it carries the same load.
+# A round ends when both are done.
+rounds=$( ((faulty && !stand_in)) && echo 10 || echo 1)
+total=$( ((stand_in)) && echo "$stand_in" || echo "$requests")
+faulty_total=$((total / 9))
 
-load_ok=0
-if ((stand_in)); then
-    load="$stand_in sequential \`revecho send\` exchanges (stand-in for the bench)"
-    errors=0
-    for ((i = 0; i < stand_in; i++)); do
-        message="soak $i"
-        reply=$("$revecho" send --connect "${addrs[0]}" --timeout 10s "$message"$'\n' 2>>"$out/load.log") || true
-        [[ $reply == "$(rev <<<"$message")" ]] || errors=$((errors + 1))
-    done
-    load_result="completed=$((stand_in - errors)) errors=$errors"
-    ((errors == 0)) && load_ok=1
-else
-    load="revecho bench --requests $requests --concurrency $concurrency --payload 64 --framing line"
-    status=0
-    "$revecho" bench --connect "${addrs[0]}" --requests "$requests" --concurrency "$concurrency" \
-        --payload 64 --framing line --timeout 10s --json >"$out/bench.json" 2>"$out/load.log" || status=$?
-    load_result=$(python3 -c '
+# The `revecho bench` JSON of every round, summed: `errors` is the bench's
+# total, and the errors_* fields break it down by kind (refused, reset,
+# wrong_reply, timeout, other), so they are shown, not added to it again.
+bench_result() {
+    python3 - "$@" <<'PY'
 import json, sys
-try:
-    r = json.load(open(sys.argv[1]))
-except Exception as e:
-    print(f"no JSON from the bench ({e})"); sys.exit()
-errors = sum(v for k, v in r.items() if k.startswith("errors") and isinstance(v, (int, float)))
-print(" ".join(f"{k}={r[k]}" for k in ("completed", "connections_per_s", "latency_us_p99") if k in r), f"errors={errors:g}")
-' "$out/bench.json")
-    load_result+=" exit=$status"
-    ((status == 0)) && load_ok=1
+runs = []
+for path in sys.argv[1:]:
+    try:
+        runs.append(json.load(open(path)))
+    except Exception as e:
+        print(f"no JSON from the bench in {path} ({e})"); sys.exit()
+completed = sum(r["completed"] for r in runs)
+elapsed = sum(r["elapsed_s"] for r in runs)
+kinds = {}
+for r in runs:
+    for k in sorted(r):
+        if k.startswith("errors_"):
+            kinds[k] = kinds.get(k, 0) + r[k]
+errors = sum(r.get("errors", 0) for r in runs)
+p99 = max(r["latency_us_p99"] for r in runs)
+p99_name = "latency_us_p99" if len(runs) == 1 else "latency_us_p99_worst_round"
+print(f"completed={completed} elapsed_s={elapsed:.1f} connections_per_s={completed / elapsed:.1f} "
+      f"{p99_name}={p99} errors={errors:g}", " ".join(f"{k}={v}" for k, v in kinds.items() if v))
+PY
+}
+
+# The faulty pool's `key=value` lines of every round, summed.
+faulty_sum() {
+    python3 - "$@" <<'PY'
+import sys
+totals = {}
+for path in sys.argv[1:]:
+    words = open(path).read().split()
+    for word in words[1:]:
+        key, _, value = word.partition("=")
+        totals[key] = totals.get(key, 0) + float(value)
+print("faulty: " + " ".join(f"{k}={v:g}" if k != "seconds" else f"{k}={v:.1f}" for k, v in totals.items()))
+PY
+}
+
+load_ok=0 faulty_ok=1 bench_files=() faulty_files=() bench_status=0
+for ((round = 1; round <= rounds; round++)); do
+    # This round's share; the last round takes the remainders.
+    bench_count=$((total / rounds)) faulty_count=$((faulty_total / rounds))
+    if ((round == rounds)); then
+        bench_count=$((total - (rounds - 1) * (total / rounds)))
+        faulty_count=$((faulty_total - (rounds - 1) * (faulty_total / rounds)))
+    fi
+    ((rounds > 1)) && echo "soak: round $round of $rounds: $bench_count bench connections, $faulty_count faulty"
+    if ((faulty)); then
+        faulty_files+=("$out/faulty.$round.txt")
+        "$faulty_driver" --connect "${addrs[1]}" --connections "$faulty_count" \
+            --concurrency "$faulty_concurrency" --max-message "$max_message" --hold 100ms --timeout 10s \
+            >"$out/faulty.$round.txt" 2>>"$out/faulty.log" &
+        faulty_pid=$!
+    fi
+    if ((stand_in)); then
+        load="$stand_in sequential \`revecho send\` exchanges (stand-in for the bench)"
+        errors=0
+        for ((i = 0; i < stand_in; i++)); do
+            message="soak $i"
+            reply=$("$revecho" send --connect "${addrs[0]}" --timeout 10s "$message"$'\n' 2>>"$out/load.log") || true
+            [[ $reply == "$(rev <<<"$message")" ]] || errors=$((errors + 1))
+        done
+        load_result="completed=$((stand_in - errors)) errors=$errors"
+        ((errors == 0)) && load_ok=1
+    else
+        bench_files+=("$out/bench.$round.json")
+        "$revecho" bench --connect "${addrs[0]}" --requests "$bench_count" --concurrency "$concurrency" \
+            --payload 64 --framing line --timeout 10s --json >"$out/bench.$round.json" 2>>"$out/load.log" ||
+            bench_status=$?
+    fi
+    if ((faulty)); then
+        status=0
+        wait "$faulty_pid" || status=$?
+        faulty_pid=""
+        ((status == 0)) || faulty_ok=0
+    fi
+done
+if ((!stand_in)); then
+    load="revecho bench --requests $requests --concurrency $concurrency --payload 64 --framing line"
+    ((rounds > 1)) && load+=" (in $rounds rounds of $((requests / rounds)))"
+    load_result="$(bench_result "${bench_files[@]}") exit=$bench_status"
+    # Pass only on the bench's own verdict (exit 0 in every round: no error
+    # of any kind) and on every requested connection completed.
+    [[ $bench_status == 0 && $load_result == "completed=$requests "* && $load_result == *" errors=0 "* ]] &&
+        load_ok=1
 fi
 load_end=$(date +%s.%N)
-
 if ((faulty)); then
-    if kill -0 "$faulty_pid" 2>/dev/null; then
-        echo "soak: the bench is done; stopping the faulty pool"
-        kill -TERM "$faulty_pid" 2>/dev/null || true
-    fi
-    faulty_status=0
-    wait "$faulty_pid" || faulty_status=$?
-    faulty_pid=""
-    faulty_result="$(cat "$out/faulty.txt") exit=$faulty_status"
-    faulty_ok=$( ((faulty_status == 0)) && echo 1 || echo 0)
+    faulty_result="$(faulty_sum "${faulty_files[@]}") exit=$( ((faulty_ok)) && echo 0 || echo 1)"
 fi
 
 # Idle: lingering and timed-out connections close, descriptors come back.
 sleep 5
 fds_after=$(fd_count)
-kill -TERM "$server_pid"
+# A server that died under load is a failure the report must still show.
+kill -TERM "$server_pid" 2>/dev/null || echo "soak: the server had already exited (see $out/server.log)" >&2
 wait "$server_pid" || true
 server_pid=""
 wait "$sampler_pid" 2>/dev/null || true
