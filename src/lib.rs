@@ -111,6 +111,7 @@ mod workers;
 pub use config::{Config, Framing};
 pub use error::describe as describe_error;
 pub use observer::Observer;
+pub use proxy_protocol::cidr::{Cidr, CidrError};
 pub use server::{ACCEPT_BACKOFF, Exit, Server, StopHandle};
 pub use stats::{Stats, StatsSnapshot};
 pub use token::MAX_CONNECTIONS;
@@ -125,5 +126,6 @@ pub mod internals {
     pub use crate::connection::diagram;
     pub use crate::connection::{CloseReason, Connection, Context, Name, Turn};
     pub use crate::framing::{Scan, into_reply, scan};
+    pub use crate::proxy_protocol::{Command, Malformed, Parse, parse as parse_proxy_header};
     pub use crate::transport::Transport;
 }
