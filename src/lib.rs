@@ -67,7 +67,12 @@
 //!   `SO_REUSEPORT` (or sharing passed sockets), a coordinator that owns
 //!   the signals, and one summed summary.
 //! - `connection`: one client's state machine (`Receiving`, `Sending`,
-//!   `Lingering`, `Closed`), driven through a `Transport`.
+//!   `Lingering`, `Closed`, and before them, with `--proxy-protocol`,
+//!   `ReadingProxyHeader` in `connection/proxy_header.rs`), driven through
+//!   a `Transport`.
+//! - `proxy_protocol`: the PROXY protocol v1/v2 header parser (sans-IO,
+//!   reachable for fuzzing as `internals::parse_proxy_header`), and
+//!   `proxy_protocol/cidr.rs`, the [`Cidr`] ranges of `--proxy-from`.
 //! - `transport`: the three socket calls a connection makes, so tests can
 //!   script them.
 //! - `framing`: where a message ends and how its reply is made (pure).

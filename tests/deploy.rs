@@ -554,6 +554,11 @@ fn haproxy_relays_clients_to_two_instances_which_log_the_client_port() {
         stream.read_to_end(&mut reply).expect("reply");
         let expected: Vec<u8> = message.bytes().rev().collect();
         assert_eq!(reply, expected, "round {round}");
+        eprintln!(
+            "client 127.0.0.1:{}: sent {message:?}, got {:?}",
+            client_ports[round],
+            String::from_utf8_lossy(&reply)
+        );
     }
     // SIGUSR1 is HAProxy's graceful stop (SIGTERM kills it at once).
     assert_eq!(haproxy.stop_with("USR1"), 0, "{}", haproxy.all_lines());
@@ -563,7 +568,9 @@ fn haproxy_relays_clients_to_two_instances_which_log_the_client_port() {
         // The transcript in docs/operations.md comes from these lines
         // (`cargo test --test deploy haproxy -- --ignored --nocapture`).
         for line in instance.all_lines().lines().filter(|line| {
-            line.contains("PROXY header") || line.contains(": closed") || line.contains("summary:")
+            ["PROXY header ", ": closed", "summary:"]
+                .iter()
+                .any(|needle| line.contains(needle))
         }) {
             eprintln!("instance on {}: {line}", instance.port);
         }

@@ -146,7 +146,7 @@ pub struct ServerArgs {
     #[arg(long, value_name = "N", env = "REVECHO_MAX_CONNECTIONS", default_value = "10000", value_parser = parse_max_connections)]
     pub max_connections: usize,
 
-    /// Connections one client address may hold at once (IPv4: per address, IPv6: per /64); more are closed at once. 0: no limit (right behind a proxy)
+    /// Connections one client address may hold at once (IPv4: per address, IPv6: per /64); more are closed at once. 0: no limit. Behind a load balancer, use it only with --proxy-protocol
     #[arg(
         long,
         value_name = "N",
