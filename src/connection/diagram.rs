@@ -101,7 +101,7 @@ pub fn mermaid() -> String {
         let _ = writeln!(out, "    {state:?}: {}", registration(state));
     }
     out.push_str("    [*] --> Receiving: accept\n");
-    out.push_str("    [*] --> ReadingProxyHeader: accept, with --proxy-protocol\n");
+    out.push_str("    [*] --> ReadingProxyHeader: proxy_protocol\n");
     for arrow in arrows() {
         let events = events_joined(&arrow.events, ", ");
         let reset = if arrow.reset { " (reset)" } else { "" };
@@ -135,7 +135,7 @@ pub fn dot() -> String {
         );
     }
     out.push_str("    accept -> Receiving [label=\"accept\"];\n");
-    out.push_str("    accept -> ReadingProxyHeader [label=\"accept, with --proxy-protocol\"];\n");
+    out.push_str("    accept -> ReadingProxyHeader [label=\"proxy_protocol\"];\n");
     for arrow in arrows() {
         let events = events_joined(&arrow.events, "\\n");
         let (label, style) = if arrow.reset {
