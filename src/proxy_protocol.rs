@@ -9,7 +9,7 @@
 //! at every byte boundary. A header split across reads is awaited, not
 //! rejected, because TCP may deliver it in pieces like any other bytes. The
 //! wait is bounded: a version 1 line longer than 107 bytes, or a version 2
-//! header announcing more than [`MAX_V2_PAYLOAD`] bytes, is malformed as soon
+//! header announcing more than `MAX_V2_PAYLOAD` bytes, is malformed as soon
 //! as that is known, so an untrusted peer cannot make us buffer without end.
 //!
 //! The specification is HAProxy's `doc/proxy-protocol.txt`. What we accept:
@@ -126,7 +126,7 @@ pub enum Malformed {
     V2BadCommand(u8),
     /// A family and protocol byte we do not serve (UDP, Unix, or undefined).
     V2UnsupportedFamily(u8),
-    /// The header announces more than [`MAX_V2_PAYLOAD`] bytes.
+    /// The header announces more than `MAX_V2_PAYLOAD` bytes.
     V2TooLong(usize),
     /// The announced length is too short for the family's addresses.
     V2AddressesTruncated(usize),
@@ -169,7 +169,7 @@ impl fmt::Display for Malformed {
 
 /// Looks at the bytes received so far from a peer that must start with a
 /// PROXY header. Call it again after every read until it stops answering
-/// [`Parse::Incomplete`]; it never needs more than [`MAX_V1_LENGTH`] or
+/// [`Parse::Incomplete`]; it never needs more than `MAX_V1_LENGTH` or
 /// `V2_FIXED_LENGTH + MAX_V2_PAYLOAD` bytes to decide.
 pub fn parse(received: &[u8]) -> Parse {
     match received.first() {

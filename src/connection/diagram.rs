@@ -5,7 +5,7 @@
 //! text, which `scripts/render-state-machine.sh` renders to the SVG in
 //! `docs/`. Both are built from what the loop itself runs on:
 //!
-//! - every arrow is a row of [`TRANSITIONS`], the table that `apply` checks
+//! - every arrow is a row of `TRANSITIONS`, the table that `apply` checks
 //!   each move against;
 //! - what a state is registered for is [`StateKind::interest`], the answer
 //!   the loop's `settle` registers;
