@@ -257,3 +257,41 @@ fn the_per_ip_limit_counts_the_header_client_not_the_balancer() {
     assert_eq!(counter(&line, "completed"), 3, "{line}");
     assert_eq!(counter(&line, "accepted"), 4, "{line}");
 }
+
+/// With `--workers 2` the per-ip counts are one map for both workers, and
+/// the header's client is charged in it whichever worker reads the header.
+#[test]
+fn with_workers_the_header_client_is_counted_once_for_all_workers() {
+    let server = start(&[
+        "--proxy-protocol",
+        "--max-connections-per-ip",
+        "1",
+        "--workers",
+        "2",
+        "--framing",
+        "line",
+        "-v",
+    ]);
+    let mut holder = connect_from([127, 0, 0, 2].into(), server.addr());
+    holder
+        .write_all(&v1(address("203.0.113.7:1000")))
+        .expect("header");
+    server.wait_for_log("(203.0.113.7:1000 via 127.0.0.2:");
+    server.wait_for_log("ReadingProxyHeader => Receiving");
+    // The kernel spreads these over both workers; every one is refused.
+    const TRIES: u16 = 6;
+    for port in 0..TRIES {
+        let again = connect_from([127, 0, 0, 2].into(), server.addr());
+        let header = v1(address(&format!("203.0.113.7:{}", 2000 + port)));
+        assert_refused(again, &[&header[..], b"abc\n"].concat());
+    }
+    holder.write_all(b"xyz\n").expect("line");
+    assert_eq!(read_to_end(&mut holder).expect("reply"), b"zyx\n");
+    drop(holder);
+    server.wait_for_log_where("the holder closed", |line| {
+        line.contains("(203.0.113.7:1000 via") && line.contains(": closed")
+    });
+    let (line, _) = summary(server);
+    assert_eq!(counter(&line, "per_ip_limit"), u64::from(TRIES), "{line}");
+    assert_eq!(counter(&line, "completed"), 1, "{line}");
+}
