@@ -371,7 +371,8 @@ fn draw(recorded: &[(Duration, Event)], lanes: &[(u64, &str)]) -> String {
 
 fn state_colour(state: StateKind) -> Option<&'static str> {
     match state {
-        StateKind::Receiving => Some("#dceefc"),
+        // The timeline never runs with --proxy-protocol: drawn as receiving.
+        StateKind::ReadingProxyHeader | StateKind::Receiving => Some("#dceefc"),
         StateKind::Sending => Some("#fde9cf"),
         StateKind::Lingering => Some("#e6e6e6"),
         StateKind::Closed => None,

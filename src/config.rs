@@ -8,6 +8,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::proxy_protocol::cidr::Cidr;
+
 /// Where one message ends. TCP is a byte stream with no message boundaries,
 /// so the server has to pick a rule; this is that rule.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -88,6 +90,16 @@ pub struct Config {
     /// default: a library should not take over a process's signals unless
     /// asked. The `revecho` binary turns it on.
     pub handle_signals: bool,
+    /// Every connection starts with a PROXY protocol header (version 1 or
+    /// 2), as a load balancer such as HAProxy sends with `send-proxy-v2`.
+    /// The client address it names replaces the balancer's in logs and in
+    /// `max_connections_per_ip`. A connection without a valid header is
+    /// closed and counted as `proxy_error`.
+    pub proxy_protocol: bool,
+    /// The peers trusted to send a PROXY header: a connection from any
+    /// other address is refused, or any client could claim any address.
+    /// Empty: every peer is trusted. Only meaningful with `proxy_protocol`.
+    pub proxy_from: Vec<Cidr>,
 }
 
 impl Config {
@@ -138,6 +150,11 @@ impl Config {
                 return Err(format!("{name} must be at most 100 years"));
             }
         }
+        if !self.proxy_from.is_empty() && !self.proxy_protocol {
+            return Err(
+                "--proxy-from needs --proxy-protocol: without it no peer sends a header to trust".into(),
+            );
+        }
         if self.backlog == 0 || self.backlog > i32::MAX as u32 {
             return Err("backlog must be between 1 and 2147483647".into());
         }
@@ -171,6 +188,8 @@ impl Default for Config {
             linger: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(5),
             handle_signals: false,
+            proxy_protocol: false,
+            proxy_from: Vec::new(),
         }
     }
 }
@@ -195,5 +214,20 @@ mod tests {
         let too_many = Config { backlog: 17, ..fits };
         let error = too_many.validate().expect_err("one past the token space");
         assert!(error.contains("plus backlog (17) must be at most"), "{error}");
+    }
+
+    #[test]
+    fn trusted_proxies_without_the_proxy_protocol_are_refused() {
+        let config = Config {
+            proxy_from: vec!["10.0.0.0/8".parse().expect("cidr")],
+            ..Config::default()
+        };
+        let error = config.validate().expect_err("--proxy-from alone");
+        assert!(error.contains("--proxy-from needs --proxy-protocol"), "{error}");
+        let with_protocol = Config {
+            proxy_protocol: true,
+            ..config
+        };
+        assert_eq!(with_protocol.validate(), Ok(()));
     }
 }

@@ -13,6 +13,15 @@
 //!                            a timeout or a shutdown cut-off
 //! ```
 //!
+//! With `--proxy-protocol` a connection starts one state earlier, in
+//! `ReadingProxyHeader`: it reads the load balancer's PROXY header, learns
+//! the real client's address from it, and hands the bytes that came after
+//! the header to `Receiving` as already received (or, when they already
+//! hold a whole line, goes straight to `Sending`). A malformed or missing
+//! header closes the connection (`proxy_error`), as does a client over the
+//! per-ip limit (`per_ip_limit`). The header logic lives in
+//! `read_proxy_header`, so the receive path stays what it is without it.
+//!
 //! Every close is orderly (a FIN, after the lingering close where there is
 //! one) except a close out of `Sending` with part of the reply unwritten:
 //! that one is abortive, so the client cannot take the part for the whole.
@@ -44,7 +53,7 @@
 
 use std::fmt;
 use std::io::{self, ErrorKind};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use log::{debug, trace};
@@ -88,6 +97,13 @@ pub fn scratch_len(config: &Config) -> usize {
 /// What a connection is doing.
 #[derive(Debug)]
 pub enum State {
+    /// With `--proxy-protocol`: reading the PROXY header the load balancer
+    /// sends before the client's bytes.
+    ReadingProxyHeader {
+        /// Bytes so far: the header, or a piece of it, and possibly the
+        /// start of the message after it.
+        received: Vec<u8>,
+    },
     /// Reading the message. `received` holds what has arrived;
     /// `searched` is how much of it has been searched for a newline.
     Receiving {
@@ -137,6 +153,8 @@ pub enum State {
 /// transition table talks about, and what an observer is told.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StateKind {
+    /// Reading the load balancer's PROXY header.
+    ReadingProxyHeader,
     /// Reading the message.
     Receiving,
     /// Writing the reply.
@@ -150,6 +168,14 @@ pub enum StateKind {
 /// What makes a connection change state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
+    /// A whole PROXY header arrived and named a client that may be served.
+    HeaderRead,
+    /// The PROXY header was malformed, or the peer closed before sending a
+    /// whole one.
+    BadHeader,
+    /// The client the PROXY header names already holds
+    /// `max_connections_per_ip` connections.
+    ClientRefused,
     /// The whole message arrived (a line, a burst, or end of stream).
     MessageComplete,
     /// More than `max_message` bytes arrived without a complete message.
@@ -177,6 +203,17 @@ pub const TRANSITIONS: &[(StateKind, Event, StateKind)] = {
     use Event::*;
     use StateKind::*;
     &[
+        (ReadingProxyHeader, HeaderRead, Receiving),
+        // The bytes after the header already hold a whole line.
+        (ReadingProxyHeader, MessageComplete, Sending),
+        // The header, or the line after it, is longer than max_message.
+        (ReadingProxyHeader, MessageTooLong, Lingering),
+        (ReadingProxyHeader, MessageTooLong, Closed),
+        (ReadingProxyHeader, BadHeader, Closed),
+        (ReadingProxyHeader, ClientRefused, Closed),
+        (ReadingProxyHeader, TimedOut, Closed),
+        (ReadingProxyHeader, Failed, Closed),
+        (ReadingProxyHeader, Abandoned, Closed),
         (Receiving, MessageComplete, Sending),
         // Refused: shut down, then linger, or close at once with linger off.
         (Receiving, MessageTooLong, Lingering),
@@ -205,7 +242,9 @@ impl StateKind {
     /// state diagram (`diagram`) prints it, so the two cannot differ.
     pub fn interest(self) -> Option<Interest> {
         match self {
-            StateKind::Receiving | StateKind::Lingering => Some(Interest::READABLE),
+            StateKind::ReadingProxyHeader | StateKind::Receiving | StateKind::Lingering => {
+                Some(Interest::READABLE)
+            }
             StateKind::Sending => Some(Interest::WRITABLE),
             StateKind::Closed => None,
         }
@@ -216,6 +255,7 @@ impl State {
     /// The kind of state, without its data.
     pub fn kind(&self) -> StateKind {
         match self {
+            State::ReadingProxyHeader { .. } => StateKind::ReadingProxyHeader,
             State::Receiving { .. } => StateKind::Receiving,
             State::Sending { .. } => StateKind::Sending,
             State::Lingering { .. } => StateKind::Lingering,
@@ -296,6 +336,12 @@ pub enum CloseReason {
     LingerTimeout,
     /// Still open when the shutdown grace period ended.
     ShutdownCutOff,
+    /// With `--proxy-protocol`: the PROXY header was malformed or missing,
+    /// or came from a peer outside `--proxy-from`.
+    ProxyError(HeaderFault),
+    /// With `--proxy-protocol`: the client the header names already held
+    /// `max_connections_per_ip` connections.
+    PerIpLimit,
 }
 
 impl fmt::Display for CloseReason {
@@ -309,6 +355,8 @@ impl fmt::Display for CloseReason {
             CloseReason::IoError => "I/O error",
             CloseReason::LingerTimeout => "linger timeout",
             CloseReason::ShutdownCutOff => "shutdown cut-off",
+            CloseReason::ProxyError(fault) => return write!(f, "PROXY header error: {fault}"),
+            CloseReason::PerIpLimit => "per-ip limit",
         })
     }
 }
@@ -342,6 +390,10 @@ pub struct Context<'a> {
     /// Who watches: reads, writes, `WouldBlock` and state changes are
     /// reported to it. `None` costs one branch per report.
     pub observer: Option<&'a dyn Observer>,
+    /// Asked once a PROXY header has named the client: may this address be
+    /// served? The loop answers from its per-ip counts, and counts the
+    /// connection when it says yes. `None` admits every client.
+    pub admission: Option<&'a mut dyn FnMut(IpAddr) -> bool>,
 }
 
 impl Context<'_> {
@@ -352,21 +404,28 @@ impl Context<'_> {
     }
 }
 
-/// How a connection appears in logs: `conn 3 (127.0.0.1:50312)`.
+/// How a connection appears in logs: `conn 3 (127.0.0.1:50312)`, or
+/// behind a load balancer that sent a PROXY header,
+/// `conn 3 (203.0.113.7:56324 via 127.0.0.1:40112)`.
 #[derive(Clone, Copy, Debug)]
 pub struct Name {
     /// Counts up from 1 over the server's life, so a log reader can follow
     /// one client even after its slab slot is reused.
     pub id: u64,
-    /// The client's address, when known.
+    /// The client's address, when known: the socket's peer, or the address
+    /// a PROXY header named.
     pub peer: Option<SocketAddr>,
+    /// The load balancer the client came through, when a PROXY header
+    /// named a client other than the socket's peer.
+    pub via: Option<SocketAddr>,
 }
 
 impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.peer {
-            Some(peer) => write!(f, "conn {} ({peer})", self.id),
-            None => write!(f, "conn {}", self.id),
+        match (self.peer, self.via) {
+            (Some(peer), Some(via)) => write!(f, "conn {} ({peer} via {via})", self.id),
+            (Some(peer), None) => write!(f, "conn {} ({peer})", self.id),
+            (None, _) => write!(f, "conn {}", self.id),
         }
     }
 }
@@ -411,6 +470,7 @@ enum Step {
 
 /// The state to move to, with what only the step knows.
 enum Next {
+    Receiving { received: Vec<u8>, searched: usize },
     Sending { reply: Vec<u8>, peer_finished: bool },
     Lingering { until: Instant, ending: Ending },
     Closed(CloseReason),
@@ -468,6 +528,15 @@ impl Connection {
         }
     }
 
+    /// A connection just accepted at `now` from a load balancer that
+    /// sends a PROXY header first (`--proxy-protocol`).
+    pub fn behind_proxy(name: Name, now: Instant) -> Self {
+        Connection {
+            state: State::ReadingProxyHeader { received: Vec::new() },
+            ..Connection::new(name, now)
+        }
+    }
+
     /// How this connection appears in logs.
     pub fn name(&self) -> Name {
         self.name
@@ -503,7 +572,8 @@ impl Connection {
     pub fn deadline(&self, config: &Config) -> Option<Instant> {
         let idle = config.idle_timeout.map(|timeout| self.last_progress + timeout);
         match self.state {
-            State::Receiving { .. } => {
+            // The header counts towards the read timeout: both run from accept.
+            State::ReadingProxyHeader { .. } | State::Receiving { .. } => {
                 let read = config.read_timeout.map(|timeout| self.accepted_at + timeout);
                 idle.into_iter().chain(read).min()
             }
@@ -525,6 +595,14 @@ impl Connection {
         loop {
             let name = self.name;
             let step = match &mut self.state {
+                State::ReadingProxyHeader { received } => read_proxy_header(
+                    &mut self.name,
+                    received,
+                    &mut self.last_progress,
+                    io,
+                    cx,
+                    &mut budget,
+                ),
                 State::Receiving { received, searched } => receive(
                     name,
                     received,
@@ -573,7 +651,7 @@ impl Connection {
             _ => return false,
         }
         let (event, reason) = match &self.state {
-            State::Receiving { .. } => {
+            State::ReadingProxyHeader { .. } | State::Receiving { .. } => {
                 let read_expired = cx
                     .config
                     .read_timeout
@@ -617,6 +695,7 @@ impl Connection {
     /// it.
     fn apply(&mut self, event: Event, next: Next, cx: &Context) {
         let next = match next {
+            Next::Receiving { received, searched } => State::Receiving { received, searched },
             Next::Sending { reply, peer_finished } => State::Sending {
                 reply,
                 written: 0,
@@ -932,5 +1011,9 @@ fn failed(reason: CloseReason) -> Step {
 pub mod diagram;
 #[cfg(test)]
 mod properties;
+mod proxy_header;
 #[cfg(test)]
 mod tests;
+
+pub use proxy_header::HeaderFault;
+use proxy_header::read_proxy_header;

@@ -68,7 +68,12 @@
 //!   `SO_REUSEPORT` (or sharing passed sockets), a coordinator that owns
 //!   the signals, and one summed summary.
 //! - `connection`: one client's state machine (`Receiving`, `Sending`,
-//!   `Lingering`, `Closed`), driven through a `Transport`.
+//!   `Lingering`, `Closed`, and before them, with `--proxy-protocol`,
+//!   `ReadingProxyHeader` in `connection/proxy_header.rs`), driven through
+//!   a `Transport`.
+//! - `proxy_protocol`: the PROXY protocol v1/v2 header parser (sans-IO,
+//!   reachable for fuzzing as `internals::parse_proxy_header`), and
+//!   `proxy_protocol/cidr.rs`, the [`Cidr`] ranges of `--proxy-from`.
 //! - `transport`: the three socket calls a connection makes, so tests can
 //!   script them.
 //! - `framing`: where a message ends and how its reply is made (pure).
@@ -115,6 +120,7 @@ mod workers;
 pub use config::{Config, Framing};
 pub use error::describe as describe_error;
 pub use observer::Observer;
+pub use proxy_protocol::cidr::{Cidr, CidrError};
 pub use server::{ACCEPT_BACKOFF, Exit, Server, StopHandle};
 pub use stats::{Stats, StatsSnapshot};
 pub use token::MAX_CONNECTIONS;
@@ -129,6 +135,7 @@ pub mod internals {
     pub use crate::connection::diagram;
     pub use crate::connection::{CloseReason, Connection, Context, Name, Turn};
     pub use crate::framing::{Scan, into_reply, scan};
+    pub use crate::proxy_protocol::{Command, Malformed, Parse, parse as parse_proxy_header};
     pub use crate::transport::Transport;
 
     /// The fuzz targets' bodies, replayed by `tests/fuzz_corpus.rs`.

@@ -124,6 +124,9 @@ pub(crate) struct ClientLines {
     pub(crate) per_ip_limit: LogLimiter,
     /// A connection closed for sending more than `max_message` (warn).
     pub(crate) oversize: LogLimiter,
+    /// A connection closed for a bad or missing PROXY header, or from a
+    /// peer outside `--proxy-from` (warn).
+    pub(crate) proxy_error: LogLimiter,
 }
 
 impl ClientLines {
@@ -136,10 +139,11 @@ impl ClientLines {
             accept_recovered: limiter("accept works again", Level::Info),
             per_ip_limit: limiter("per-ip limit", Level::Warn),
             oversize: limiter("sent more than the limit", Level::Warn),
+            proxy_error: limiter("PROXY header refused", Level::Warn),
         }
     }
 
-    fn all(&mut self) -> [&mut LogLimiter; 6] {
+    fn all(&mut self) -> [&mut LogLimiter; 7] {
         [
             &mut self.connection_limit,
             &mut self.backlog_drained,
@@ -147,6 +151,7 @@ impl ClientLines {
             &mut self.accept_recovered,
             &mut self.per_ip_limit,
             &mut self.oversize,
+            &mut self.proxy_error,
         ]
     }
 
@@ -160,6 +165,7 @@ impl ClientLines {
             &self.accept_recovered,
             &self.per_ip_limit,
             &self.oversize,
+            &self.proxy_error,
         ]
         .into_iter()
         .filter_map(LogLimiter::report_at)

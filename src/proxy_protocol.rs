@@ -9,7 +9,7 @@
 //! at every byte boundary. A header split across reads is awaited, not
 //! rejected, because TCP may deliver it in pieces like any other bytes. The
 //! wait is bounded: a version 1 line longer than 107 bytes, or a version 2
-//! header announcing more than [`MAX_V2_PAYLOAD`] bytes, is malformed as soon
+//! header announcing more than `MAX_V2_PAYLOAD` bytes, is malformed as soon
 //! as that is known, so an untrusted peer cannot make us buffer without end.
 //!
 //! The specification is HAProxy's `doc/proxy-protocol.txt`. What we accept:
@@ -30,10 +30,9 @@
 //!
 //! [`cidr`] decides which peers are trusted to send a header at all.
 
-// The server loop does not call this module yet: wiring the header into the
-// connection state machine (`--proxy-protocol`, `--proxy-from`) is the
-// pending loop-integration step of issue 12. Remove this once it is used.
-#![allow(dead_code)]
+//! The connection state machine calls [`parse`] in its
+//! `ReadingProxyHeader` state (see `connection.rs`); the fuzz targets reach
+//! it through `revecho::internals`.
 
 pub(crate) mod cidr;
 #[cfg(test)]
@@ -44,31 +43,31 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// The longest version 1 header, `\r\n` included (the specification's
 /// worst case: `PROXY UNKNOWN` with two full IPv6 addresses and ports).
-pub(crate) const MAX_V1_LENGTH: usize = 107;
+pub const MAX_V1_LENGTH: usize = 107;
 
 /// How many bytes a version 1 header starts with.
 const V1_SIGNATURE: &[u8] = b"PROXY ";
 
 /// How every version 2 header starts: bytes that no text protocol begins
 /// with, so a server can tell a v2 header from client data.
-pub(crate) const V2_SIGNATURE: [u8; 12] = [
+pub const V2_SIGNATURE: [u8; 12] = [
     0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
 ];
 
 /// The fixed part of a version 2 header: signature, version and command,
 /// family and protocol, and the two-byte length of what follows.
-pub(crate) const V2_FIXED_LENGTH: usize = 16;
+pub const V2_FIXED_LENGTH: usize = 16;
 
 /// The most bytes a version 2 header may announce after its fixed part. The
 /// largest address block is 216 bytes (two Unix paths); the rest is TLVs,
 /// which balancers use for a few short values (an ALPN, a TLS version, a
 /// cloud endpoint id). 1 KiB holds all of that; a peer announcing up to
 /// 64 KiB would otherwise make every connection buffer that much.
-pub(crate) const MAX_V2_PAYLOAD: usize = 1024;
+pub const MAX_V2_PAYLOAD: usize = 1024;
 
 /// What the bytes received so far amount to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Parse {
+pub enum Parse {
     /// Possibly the start of a header: read more and call again.
     Incomplete,
     /// Not a PROXY header, or a broken one: close the connection.
@@ -85,7 +84,7 @@ pub(crate) enum Parse {
 
 /// What a complete header says about the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Command {
+pub enum Command {
     /// The balancer relays a client's connection: these are the client's
     /// address and the address the client connected to.
     Proxy {
@@ -104,7 +103,7 @@ pub(crate) enum Command {
 /// Why a header was refused. Every variant displays as a short phrase with
 /// at most a number in it, so a hostile peer cannot make a log line long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Malformed {
+pub enum Malformed {
     /// The bytes start with neither signature: the peer sent no header.
     NoSignature,
     /// No `\r\n` within the first 107 bytes.
@@ -127,7 +126,7 @@ pub(crate) enum Malformed {
     V2BadCommand(u8),
     /// A family and protocol byte we do not serve (UDP, Unix, or undefined).
     V2UnsupportedFamily(u8),
-    /// The header announces more than [`MAX_V2_PAYLOAD`] bytes.
+    /// The header announces more than `MAX_V2_PAYLOAD` bytes.
     V2TooLong(usize),
     /// The announced length is too short for the family's addresses.
     V2AddressesTruncated(usize),
@@ -170,9 +169,9 @@ impl fmt::Display for Malformed {
 
 /// Looks at the bytes received so far from a peer that must start with a
 /// PROXY header. Call it again after every read until it stops answering
-/// [`Parse::Incomplete`]; it never needs more than [`MAX_V1_LENGTH`] or
+/// [`Parse::Incomplete`]; it never needs more than `MAX_V1_LENGTH` or
 /// `V2_FIXED_LENGTH + MAX_V2_PAYLOAD` bytes to decide.
-pub(crate) fn parse(received: &[u8]) -> Parse {
+pub fn parse(received: &[u8]) -> Parse {
     match received.first() {
         None => Parse::Incomplete,
         Some(&byte) if byte == V1_SIGNATURE[0] => parse_v1(received),

@@ -33,7 +33,7 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::Config;
-use crate::connection::{self, CloseReason, Connection, Context, Name, State, Turn};
+use crate::connection::{self, CloseReason, Connection, Context, HeaderFault, Name, State, Turn};
 use crate::deadlines::Deadlines;
 use crate::error::{describe, interrupted};
 use crate::listeners::{self, Listener};
@@ -50,6 +50,7 @@ mod shutdown;
 pub use acceptor::ACCEPT_BACKOFF;
 use acceptor::{Acceptor, Step};
 use client::Client;
+use per_ip::{AddressGroup, Charge};
 pub(crate) use per_ip::{PerAddress, PerIp};
 pub(crate) use shutdown::signal_name;
 pub use shutdown::{Exit, StopHandle};
@@ -130,6 +131,7 @@ fn context<'a>(
         now,
         scratch,
         observer,
+        admission: None,
     }
 }
 
@@ -462,6 +464,19 @@ impl Server {
         let Some(client) = self.connections.get_mut(key) else {
             return;
         };
+        // With --proxy-protocol, the per-ip limit applies to the client a
+        // PROXY header names, so it is checked once the header has arrived:
+        // the connection asks through `admission`, and a yes is charged
+        // here, to be released when it closes.
+        let per_address = &mut self.per_address;
+        let mut charge = None;
+        let mut admit = |client_ip| match per_address.charge(client_ip) {
+            Ok(charged) => {
+                charge = Some(charged);
+                true
+            }
+            Err(_) => false,
+        };
         let mut cx = context(
             &self.config,
             &self.stats,
@@ -469,8 +484,15 @@ impl Server {
             now,
             self.observer.as_deref(),
         );
+        if self.config.proxy_protocol {
+            cx.admission = Some(&mut admit);
+        }
         let (connection, stream) = client.parts();
-        client.yielded = connection.on_ready(stream, &mut cx) == Turn::Yield;
+        let turn = connection.on_ready(stream, &mut cx);
+        if let Some(charged) = charge {
+            client.charge = Some(charged);
+        }
+        client.yielded = turn == Turn::Yield;
         if client.yielded {
             self.yielded.push(client.token);
         }
@@ -524,8 +546,8 @@ impl Server {
         client.deregister(self.poll.registry(), self.observer.as_deref());
         self.deadlines.reschedule(client.token, client.deadline, None);
         let name = client.connection.name();
-        if let Some(peer) = name.peer {
-            self.per_address.release(peer.ip());
+        if let Some(charge) = client.charge.take() {
+            self.per_address.discharge(charge);
         }
         // Every path closes the connection before removing it.
         let reason = client.connection.close_reason().unwrap_or(CloseReason::IoError);
@@ -539,6 +561,17 @@ impl Server {
                     "{name}: closed: sent more than {}",
                     connection::bytes(self.config.max_message)
                 );
+            }
+            CloseReason::PerIpLimit if self.lines.per_ip_limit.allow(now) => {
+                let group = name.peer.map(|peer| AddressGroup::of(peer.ip()).to_string());
+                warn!(
+                    "{name}: closed: {} is already at the per-ip limit ({})",
+                    group.as_deref().unwrap_or("its address"),
+                    self.config.max_connections_per_ip
+                );
+            }
+            CloseReason::ProxyError(fault) if self.lines.proxy_error.allow(now) => {
+                warn!("{name}: closed: bad PROXY header: {fault}");
             }
             _ => debug!("{name}: closed: {reason}"),
         }
@@ -613,22 +646,18 @@ impl Server {
         let name = Name {
             id: self.next_id,
             peer: Some(peer),
+            via: None,
         };
-        if let Err(group) = self.per_address.admit(peer.ip()) {
-            self.stats.per_ip_refused();
-            if self.lines.per_ip_limit.allow(now) {
-                warn!(
-                    "{name}: closed at once: {group} is already at the per-ip limit ({})",
-                    self.config.max_connections_per_ip
-                );
-            } else {
-                debug!("{name}: closed: per-ip limit");
-            }
+        let Some(charge) = self.charge_at_accept(name, peer, now) else {
             return;
-        }
+        };
         let entry = self.connections.vacant_entry();
         let token = token::connection(entry.key(), name.id);
-        let connection = Connection::new(name, now);
+        let connection = if self.config.proxy_protocol {
+            Connection::behind_proxy(name, now)
+        } else {
+            Connection::new(name, now)
+        };
         debug!("{name}: accepted");
         let registered = Client::register(
             self.poll.registry(),
@@ -641,15 +670,64 @@ impl Server {
             Ok(client) => client,
             Err(e) => {
                 warn!("{name}: cannot register with the poll: {e}; closing it");
-                self.per_address.release(peer.ip());
+                if let Some(charge) = charge {
+                    self.per_address.discharge(charge);
+                }
                 self.stats.closed(CloseReason::IoError);
                 return;
             }
         };
+        client.charge = charge;
         let deadline = client.connection.deadline(&self.config);
         self.deadlines.reschedule(token, None, deadline);
         client.deadline = deadline;
         entry.insert(client);
+    }
+
+    /// What a client just accepted from `peer` counts against
+    /// `max_connections_per_ip`: `Some(None)` when nothing is charged yet,
+    /// `None` when it was refused (closed and counted here).
+    ///
+    /// Without `--proxy-protocol` the peer is the client, and is charged
+    /// now. With it the peer is a load balancer, whose address every
+    /// client shares, so nothing is charged until the PROXY header names
+    /// the client (see `take_turn`); but a peer outside `--proxy-from` may
+    /// not send a header at all, and is refused at once.
+    fn charge_at_accept(&mut self, name: Name, peer: SocketAddr, now: Instant) -> Option<Option<Charge>> {
+        if self.config.proxy_protocol {
+            let trusted = self.config.proxy_from.is_empty()
+                || self
+                    .config
+                    .proxy_from
+                    .iter()
+                    .any(|range| range.contains(peer.ip()));
+            if trusted {
+                return Some(None);
+            }
+            let fault = HeaderFault::UntrustedPeer;
+            self.stats.closed(CloseReason::ProxyError(fault));
+            if self.lines.proxy_error.allow(now) {
+                warn!("{name}: closed at once: {fault}, so it may not send a PROXY header");
+            } else {
+                debug!("{name}: closed: {fault}");
+            }
+            return None;
+        }
+        match self.per_address.charge(peer.ip()) {
+            Ok(charge) => Some(Some(charge)),
+            Err(group) => {
+                self.stats.per_ip_refused();
+                if self.lines.per_ip_limit.allow(now) {
+                    warn!(
+                        "{name}: closed at once: {group} is already at the per-ip limit ({})",
+                        self.config.max_connections_per_ip
+                    );
+                } else {
+                    debug!("{name}: closed: per-ip limit");
+                }
+                None
+            }
+        }
     }
 
     /// Writes the reports of suppressed lines still pending (they would be
@@ -666,6 +744,7 @@ impl Server {
 /// gives a connection a turn.
 fn what_a_turn_does(state: &State) -> &'static str {
     match state {
+        State::ReadingProxyHeader { .. } => "reading the PROXY header",
         State::Receiving { .. } => "reading the message",
         State::Sending { .. } => "writing the rest of the reply",
         State::Lingering { .. } => "reading to discard until the client closes",
@@ -712,6 +791,17 @@ pub(crate) fn log_start(config: &Config, max_connections: usize) {
         connection::bytes(config.max_message),
         max_connections
     );
+    if config.proxy_protocol {
+        if config.proxy_from.is_empty() {
+            warn!(
+                "--proxy-protocol without --proxy-from: any peer may send a PROXY header \
+                 and so claim any client address; name the load balancers with --proxy-from"
+            );
+        } else {
+            let ranges: Vec<String> = config.proxy_from.iter().map(ToString::to_string).collect();
+            info!("PROXY headers accepted from {}", ranges.join(", "));
+        }
+    }
 }
 
 /// `readable`, `writable | read closed`, …: what a readiness event says.

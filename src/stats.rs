@@ -30,6 +30,7 @@ pub struct Stats {
     closed_io_error: AtomicU64,
     closed_linger_timeout: AtomicU64,
     closed_shutdown_cut_off: AtomicU64,
+    closed_proxy_error: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -59,7 +60,8 @@ pub struct StatsSnapshot {
     pub accept_backoffs: u64,
     /// Connections accepted and closed at once, without a reply, because
     /// their address already held `max_connections_per_ip`. Also counted in
-    /// `accepted`.
+    /// `accepted`. With `--proxy-protocol` the address is the client's from
+    /// the PROXY header, and the close comes once the header has arrived.
     pub per_ip_limit: u64,
     /// Times `poll` returned: the loop's heartbeat. An idle server wakes
     /// only for deadlines, so a count that races ahead while nothing
@@ -87,6 +89,10 @@ pub struct StatsSnapshot {
     pub closed_linger_timeout: u64,
     /// Connections still open when the shutdown grace period ended.
     pub closed_shutdown_cut_off: u64,
+    /// With `--proxy-protocol`: connections closed without a reply because
+    /// their PROXY header was malformed or missing, or their peer was not
+    /// in `--proxy-from`.
+    pub closed_proxy_error: u64,
 }
 
 impl Stats {
@@ -132,6 +138,8 @@ impl Stats {
             CloseReason::IoError => &self.closed_io_error,
             CloseReason::LingerTimeout => &self.closed_linger_timeout,
             CloseReason::ShutdownCutOff => &self.closed_shutdown_cut_off,
+            CloseReason::ProxyError(_) => &self.closed_proxy_error,
+            CloseReason::PerIpLimit => &self.per_ip_limit,
         };
         counter.fetch_add(1, Relaxed);
     }
@@ -158,6 +166,7 @@ impl Stats {
             closed_io_error: self.closed_io_error.load(Relaxed),
             closed_linger_timeout: self.closed_linger_timeout.load(Relaxed),
             closed_shutdown_cut_off: self.closed_shutdown_cut_off.load(Relaxed),
+            closed_proxy_error: self.closed_proxy_error.load(Relaxed),
             ..StatsSnapshot::default()
         };
         snapshot.accepted = self.accepted.load(Relaxed);
@@ -187,6 +196,7 @@ impl StatsSnapshot {
             + self.closed_linger_timeout
             + self.closed_shutdown_cut_off
             + self.per_ip_limit
+            + self.closed_proxy_error
     }
 }
 
@@ -216,6 +226,7 @@ impl std::ops::Add for StatsSnapshot {
             closed_io_error: self.closed_io_error + other.closed_io_error,
             closed_linger_timeout: self.closed_linger_timeout + other.closed_linger_timeout,
             closed_shutdown_cut_off: self.closed_shutdown_cut_off + other.closed_shutdown_cut_off,
+            closed_proxy_error: self.closed_proxy_error + other.closed_proxy_error,
         }
     }
 }
@@ -234,7 +245,7 @@ impl fmt::Display for StatsSnapshot {
             f,
             "accepted={} replies={} completed={} bytes_in={} bytes_out={} partial_writes={} \
              discarded={} accept_backoffs={} per_ip_limit={} oversize={} idle_timeout={} \
-             read_timeout={} reset={} io_error={} linger_timeout={} shutdown_cut_off={}",
+             read_timeout={} reset={} io_error={} linger_timeout={} shutdown_cut_off={} proxy_error={}",
             self.accepted,
             self.replies_completed,
             self.closed_completed,
@@ -251,6 +262,7 @@ impl fmt::Display for StatsSnapshot {
             self.closed_io_error,
             self.closed_linger_timeout,
             self.closed_shutdown_cut_off,
+            self.closed_proxy_error,
         )
     }
 }
@@ -259,7 +271,7 @@ impl fmt::Display for StatsSnapshot {
 mod tests {
     use super::*;
 
-    const ENDS: [CloseReason; 8] = [
+    const ENDS: [CloseReason; 10] = [
         CloseReason::Completed,
         CloseReason::Oversize,
         CloseReason::IdleTimeout,
@@ -268,6 +280,8 @@ mod tests {
         CloseReason::IoError,
         CloseReason::LingerTimeout,
         CloseReason::ShutdownCutOff,
+        CloseReason::ProxyError(crate::connection::HeaderFault::EndedEarly),
+        CloseReason::PerIpLimit,
     ];
 
     #[test]
@@ -310,6 +324,7 @@ mod tests {
             open: 1,
             closed_completed: 1,
             closed_shutdown_cut_off: 2,
+            closed_proxy_error: 3,
             ..StatsSnapshot::default()
         };
         let sum: StatsSnapshot = [one, two].into_iter().sum();
@@ -318,6 +333,7 @@ mod tests {
         assert_eq!(sum.closed_completed, 1);
         assert_eq!(sum.closed_reset, 1);
         assert_eq!(sum.closed_shutdown_cut_off, 2);
+        assert_eq!(sum.closed_proxy_error, 3);
         assert_eq!(sum.replies_completed, 0);
     }
 }

@@ -388,3 +388,231 @@ fn an_explicit_listen_beside_passed_sockets_is_a_usage_error() {
     assert!(line.contains("--listen"), "{line}");
     assert_eq!(activated.wait(), 2, "{}", activated.seen.join("\n"));
 }
+
+// ---------------------------------------------------------------------------
+// HAProxy in front of two revecho instances
+// ---------------------------------------------------------------------------
+
+/// A child process whose stderr lines are collected as they come.
+struct Logged {
+    child: Child,
+    /// The port it listens on, for revecho instances.
+    port: u16,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Logged {
+    fn spawn(mut command: Command, package: &str) -> Logged {
+        let program = command.get_program().to_string_lossy().into_owned();
+        let mut child = match command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(error) if error.kind() == ErrorKind::NotFound => panic!(
+                "`{program}` is not installed, and this test needs it: \
+                 install Debian's {package} package (apt-get install -y {package}), \
+                 or run `bash .ci/run`, which does"
+            ),
+            Err(error) => panic!("running {program}: {error}"),
+        };
+        let (sender, lines) = mpsc::channel();
+        let pipe = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Logged {
+            child,
+            port: 0,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line for which `wanted` holds; `what` names it in the
+    /// failure message.
+    fn wait_for(&mut self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+        loop {
+            match self.lines.recv_timeout(PATIENCE) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if wanted(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line {what} in:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    /// Every line so far, including those not yet waited for.
+    fn all_lines(&mut self) -> String {
+        self.seen.extend(self.lines.try_iter());
+        self.seen.join("\n")
+    }
+
+    /// Sends `signal` (`TERM`, `USR1`), then waits for the exit code.
+    fn stop_with(&mut self, signal: &str) -> i32 {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        match self.child.wait_timeout(PATIENCE).expect("wait") {
+            Some(status) => status.code().unwrap_or(-1),
+            None => panic!("did not exit:\n{}", self.all_lines()),
+        }
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `revecho --proxy-protocol` on 127.0.0.1:`port`, trusting only
+/// loopback to send headers, logging every connection (`-v`).
+fn proxied_revecho(port: u16) -> Logged {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_revecho"));
+    command.args([
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--proxy-protocol",
+        "--proxy-from",
+        "127.0.0.1/32",
+        "-v",
+    ]);
+    let mut instance = Logged::spawn(command, "revecho");
+    instance.port = port;
+    let mut stdout = BufReader::new(instance.child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("stdout");
+    assert_eq!(line.trim(), format!("listening on 127.0.0.1:{port}"));
+    instance
+}
+
+/// One counter of a `summary:` line.
+fn summary_counter(summary: &str, key: &str) -> u64 {
+    summary
+        .split_whitespace()
+        .find_map(|pair| pair.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key} in {summary:?}"))
+        .parse()
+        .expect("a number")
+}
+
+/// The whole deployment of deploy/haproxy.cfg on loopback: HAProxy 2.6 in
+/// front of two `revecho --proxy-protocol` instances. Clients connect to
+/// HAProxy; each instance must reply and log the client's own address
+/// (every address is 127.0.0.1 here, so the client's port tells it apart
+/// from HAProxy's), and HAProxy's health checks, which send a v2 LOCAL
+/// header, must be served and not counted as PROXY errors.
+#[test]
+#[ignore = "needs haproxy (Debian's haproxy package); run by .ci/run"]
+fn haproxy_relays_clients_to_two_instances_which_log_the_client_port() {
+    // HAProxy rejects port 0, so every port is picked free beforehand (see
+    // `free_port` for the small race that leaves).
+    let (frontend, port_1, port_2) = (free_port(), free_port(), free_port());
+    let mut instances = [proxied_revecho(port_1), proxied_revecho(port_2)];
+    let mut haproxy_command = Command::new("haproxy");
+    haproxy_command
+        .args(["-db", "-f"])
+        .arg(repository_file("deploy/haproxy.cfg"))
+        .env("FRONTEND_PORT", frontend.to_string())
+        .env("INSTANCE_1_PORT", port_1.to_string())
+        .env("INSTANCE_2_PORT", port_2.to_string());
+    let mut haproxy = Logged::spawn(haproxy_command, "haproxy");
+    // HAProxy binds its frontend before it starts checking servers, so a
+    // health check reaching each instance means the frontend is up too.
+    // A check is HAProxy's own connection: the log names it without `via`.
+    for instance in &mut instances {
+        instance.wait_for("of a served health check", |line| {
+            line.contains("PROXY header without a client (LOCAL or UNKNOWN)")
+        });
+    }
+    // Four clients, two per instance with round robin.
+    let mut client_ports = Vec::new();
+    for round in 0..4 {
+        let mut stream = TcpStream::connect(("127.0.0.1", frontend)).expect("connect to haproxy");
+        stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+        client_ports.push(stream.local_addr().expect("client address").port());
+        let message = format!("Hello, world! {round}");
+        stream.write_all(message.as_bytes()).expect("send");
+        stream.shutdown(Shutdown::Write).expect("half-close");
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).expect("reply");
+        let expected: Vec<u8> = message.bytes().rev().collect();
+        assert_eq!(reply, expected, "round {round}");
+        eprintln!(
+            "client 127.0.0.1:{}: sent {message:?}, got {:?}",
+            client_ports[round],
+            String::from_utf8_lossy(&reply)
+        );
+    }
+    // SIGUSR1 is HAProxy's graceful stop (SIGTERM kills it at once).
+    assert_eq!(haproxy.stop_with("USR1"), 0, "{}", haproxy.all_lines());
+    for instance in &mut instances {
+        assert_eq!(instance.stop_with("TERM"), 0);
+        let summary = instance.wait_for("summary", |line| line.contains("summary:"));
+        // The transcript in docs/operations.md comes from these lines
+        // (`cargo test --test deploy haproxy -- --ignored --nocapture`).
+        for line in instance.all_lines().lines().filter(|line| {
+            ["PROXY header ", ": closed", "summary:"]
+                .iter()
+                .any(|needle| line.contains(needle))
+        }) {
+            eprintln!("instance on {}: {line}", instance.port);
+        }
+        let health_checks = instance
+            .all_lines()
+            .lines()
+            .filter(|line| line.contains("PROXY header without a client (LOCAL or UNKNOWN)"))
+            .count() as u64;
+        assert!(health_checks >= 1, "{summary}");
+        // Every connection that is not one of the clients is a health
+        // check, served as HAProxy itself, and none is a PROXY error.
+        // HAProxy aborts its check connections with a reset (it closes
+        // them with SO_LINGER 0), so a check ends counted as `reset`.
+        let accepted = summary_counter(&summary, "accepted");
+        assert_eq!(accepted, 2 + health_checks, "{summary}");
+        assert_eq!(summary_counter(&summary, "replies"), 2, "{summary}");
+        assert_eq!(summary_counter(&summary, "proxy_error"), 0, "{summary}");
+        assert_eq!(
+            summary_counter(&summary, "completed") + summary_counter(&summary, "reset"),
+            accepted,
+            "{summary}"
+        );
+    }
+    // Both logs are complete (each ended with its summary). Each
+    // client's own port appears in one instance's log as the client,
+    // relayed by HAProxy from another port of 127.0.0.1.
+    let mut served_by = [0; 2];
+    for port in &client_ports {
+        let needle = format!("(127.0.0.1:{port} via 127.0.0.1:");
+        let mut found = false;
+        for (index, instance) in instances.iter_mut().enumerate() {
+            if instance.all_lines().contains(&needle) {
+                served_by[index] += 1;
+                found = true;
+            }
+        }
+        assert!(
+            found,
+            "no instance logged the client port {port}:\n{}\n---\n{}",
+            instances[0].all_lines(),
+            instances[1].all_lines()
+        );
+    }
+    assert_eq!(served_by, [2, 2], "round robin over both instances");
+}

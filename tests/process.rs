@@ -66,7 +66,7 @@ fn counter(summary: &str, key: &str) -> u64 {
 }
 
 /// The ways a connection ends, as named in the summary line.
-const ENDS: [&str; 9] = [
+const ENDS: [&str; 10] = [
     "completed",
     "oversize",
     "idle_timeout",
@@ -76,6 +76,7 @@ const ENDS: [&str; 9] = [
     "linger_timeout",
     "shutdown_cut_off",
     "per_ip_limit",
+    "proxy_error",
 ];
 
 /// Every accepted connection is counted once among the ends, plus `open`

@@ -5,7 +5,7 @@
 //! text, which `scripts/render-state-machine.sh` renders to the SVG in
 //! `docs/`. Both are built from what the loop itself runs on:
 //!
-//! - every arrow is a row of `TRANSITIONS` (in `connection.rs`), the table that `apply` checks
+//! - every arrow is a row of `TRANSITIONS`, the table that `apply` checks
 //!   each move against;
 //! - what a state is registered for is [`StateKind::interest`], the answer
 //!   the loop's `settle` registers;
@@ -27,7 +27,8 @@ use mio::Interest;
 use super::{Event, StateKind, TRANSITIONS};
 
 /// Every state, in the order a connection meets them.
-pub const STATES: [StateKind; 4] = [
+pub const STATES: [StateKind; 5] = [
+    StateKind::ReadingProxyHeader,
     StateKind::Receiving,
     StateKind::Sending,
     StateKind::Lingering,
@@ -100,6 +101,7 @@ pub fn mermaid() -> String {
         let _ = writeln!(out, "    {state:?}: {}", registration(state));
     }
     out.push_str("    [*] --> Receiving: accept\n");
+    out.push_str("    [*] --> ReadingProxyHeader: proxy_protocol\n");
     for arrow in arrows() {
         let events = events_joined(&arrow.events, ", ");
         let reset = if arrow.reset { " (reset)" } else { "" };
@@ -133,6 +135,7 @@ pub fn dot() -> String {
         );
     }
     out.push_str("    accept -> Receiving [label=\"accept\"];\n");
+    out.push_str("    accept -> ReadingProxyHeader [label=\"proxy_protocol\"];\n");
     for arrow in arrows() {
         let events = events_joined(&arrow.events, "\\n");
         let (label, style) = if arrow.reset {
@@ -300,7 +303,11 @@ mod tests {
         let stats = Stats::default();
         let mut scratch = vec![0; scratch_len(&config)];
         let start = Instant::now();
-        let name = Name { id: 1, peer: None };
+        let name = Name {
+            id: 1,
+            peer: None,
+            via: None,
+        };
         let mut conn = Connection::new(name, start);
         let mut cx = Context {
             config: &config,
@@ -308,6 +315,7 @@ mod tests {
             now: start,
             scratch: &mut scratch,
             observer: None,
+            admission: None,
         };
         conn.on_ready(&mut script, &mut cx);
         let later = Context {
@@ -316,6 +324,7 @@ mod tests {
             now: start + Duration::from_secs(2),
             scratch: &mut [],
             observer: None,
+            admission: None,
         };
         then(&mut conn, &later);
         assert!(conn.close_reason().is_some(), "not closed: {}", conn.state());

@@ -185,13 +185,21 @@ pub fn check(script: &Script) {
     let start = Instant::now();
     let mut scratch = vec![0; scratch_len(&config)];
     let mut io = ScriptedTransport::new(script);
-    let mut conn = Connection::new(Name { id: 1, peer: None }, start);
+    let mut conn = Connection::new(
+        Name {
+            id: 1,
+            peer: None,
+            via: None,
+        },
+        start,
+    );
     let timer = |now: Instant| Context {
         config: &config,
         stats: &stats,
         now,
         scratch: &mut [],
         observer: None,
+        admission: None,
     };
 
     // Every event either takes a scripted answer, moves bytes, or ends the
@@ -227,6 +235,7 @@ pub fn check(script: &Script) {
                 now,
                 scratch: &mut scratch,
                 observer: None,
+                admission: None,
             },
         );
         assert!(

@@ -13,6 +13,7 @@ use log::{debug, trace};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
+use super::per_ip::Charge;
 use crate::connection::Connection;
 use crate::observer::{self, Observer};
 use crate::transport;
@@ -31,6 +32,10 @@ pub(super) struct Client {
     pub(super) deadline: Option<Instant>,
     /// Out of budget last turn and queued in `Server::yielded`.
     pub(super) yielded: bool,
+    /// What this connection counts against `max_connections_per_ip`, if
+    /// anything: its peer from accept, or with `--proxy-protocol` the
+    /// client from its PROXY header once that has arrived.
+    pub(super) charge: Option<Charge>,
 }
 
 impl Client {
@@ -57,6 +62,7 @@ impl Client {
             interest: Interest::READABLE,
             deadline: None,
             yielded: false,
+            charge: None,
         })
     }
 

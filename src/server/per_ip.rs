@@ -108,6 +108,19 @@ impl PerAddress {
     }
 }
 
+/// One connection counted against its address group by [`PerIp::charge`].
+///
+/// Not `Clone`, and [`PerIp::discharge`] takes it by value: a connection
+/// releases exactly what it was charged, once. That matters behind a load
+/// balancer (`--proxy-protocol`), where the address charged is not the
+/// socket's peer: nothing is charged at accept, the client's address from
+/// the PROXY header is charged once the header has arrived, and a
+/// connection that closes before (a bad header, a timeout) or that was
+/// refused holds no charge and so releases nothing.
+#[derive(Debug)]
+#[must_use = "a charge must be kept and discharged when the connection closes"]
+pub(crate) struct Charge(IpAddr);
+
 /// The per-address counts of one server, or the counts all workers share.
 #[derive(Debug)]
 pub(crate) enum PerIp {
@@ -142,6 +155,17 @@ impl PerIp {
             PerIp::Own(counts) => counts.release(ip),
             PerIp::Shared(counts) => lock(counts).release(ip),
         }
+    }
+
+    /// Counts one more connection from `ip`, like [`admit`](Self::admit),
+    /// and returns the charge to hand back when it closes.
+    pub(crate) fn charge(&mut self, ip: IpAddr) -> Result<Charge, AddressGroup> {
+        self.admit(ip).map(|()| Charge(ip))
+    }
+
+    /// A charged connection has closed: release what it was charged.
+    pub(crate) fn discharge(&mut self, charge: Charge) {
+        self.release(charge.0);
     }
 }
 
@@ -223,6 +247,48 @@ mod tests {
         assert!(second.admit(ip("192.0.2.1")).is_err(), "the limit is global");
         first.release(ip("192.0.2.1"));
         assert_eq!(second.admit(ip("192.0.2.1")), Ok(()));
+    }
+
+    #[test]
+    fn a_charge_releases_the_address_it_was_charged_for_and_no_other() {
+        // Behind a balancer: every socket comes from 192.0.2.100, and the
+        // headers name the clients.
+        let mut per_ip = PerIp::own(1);
+        let first = per_ip.charge(ip("203.0.113.7")).expect("first client");
+        let second = per_ip.charge(ip("203.0.113.8")).expect("another client");
+        assert!(
+            per_ip.charge(ip("203.0.113.7")).is_err(),
+            "the header's address is at its limit"
+        );
+        // The balancer itself was never charged, so it stays free...
+        let balancer = per_ip
+            .charge(ip("192.0.2.100"))
+            .expect("the balancer's own check");
+        per_ip.discharge(balancer);
+        // ...and a close releases the client, not the balancer.
+        per_ip.discharge(first);
+        let again = per_ip.charge(ip("203.0.113.7")).expect("freed by the close");
+        per_ip.discharge(again);
+        per_ip.discharge(second);
+        let PerIp::Own(counts) = &per_ip else {
+            panic!("own counts")
+        };
+        assert_eq!(counts.groups(), 0, "every charge released exactly once");
+    }
+
+    #[test]
+    fn a_refused_charge_holds_nothing() {
+        let mut per_ip = PerIp::own(1);
+        let held = per_ip.charge(ip("203.0.113.7")).expect("first");
+        for _ in 0..3 {
+            assert!(per_ip.charge(ip("203.0.113.7")).is_err());
+        }
+        per_ip.discharge(held);
+        // Three refusals charged nothing: one release frees the address.
+        let PerIp::Own(counts) = &per_ip else {
+            panic!("own counts")
+        };
+        assert_eq!(counts.groups(), 0);
     }
 
     #[test]

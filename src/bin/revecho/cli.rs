@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::error::ErrorKind;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use revecho::{Config, Framing};
+use revecho::{Cidr, Config, Framing};
 
 const AFTER_HELP: &str = "\
 SIZE values take a unit: KiB, MiB, GiB are binary (64KiB = 65536 bytes); k, KB, MB are decimal (1MB = 1000000 bytes); a bare number is bytes.
@@ -146,7 +146,7 @@ pub struct ServerArgs {
     #[arg(long, value_name = "N", env = "REVECHO_MAX_CONNECTIONS", default_value = "10000", value_parser = parse_max_connections)]
     pub max_connections: usize,
 
-    /// Connections one client address may hold at once (IPv4: per address, IPv6: per /64); more are closed at once. 0: no limit (right behind a proxy)
+    /// Connections one client address may hold at once (IPv4: per address, IPv6: per /64); more are closed at once. 0: no limit. Behind a load balancer, use it only with --proxy-protocol
     #[arg(
         long,
         value_name = "N",
@@ -179,6 +179,14 @@ pub struct ServerArgs {
     /// Event loops, each on its own thread with its own listening socket (SO_REUSEPORT), or "auto" for one per core
     #[arg(long, value_name = "N|auto", env = "REVECHO_WORKERS", default_value = "1", value_parser = parse_workers)]
     pub workers: WorkerCount,
+
+    /// Every connection starts with a PROXY protocol header (v1 or v2) from a load balancer; the client it names is logged and counted per ip
+    #[arg(long, env = "REVECHO_PROXY_PROTOCOL", value_parser = clap::builder::BoolishValueParser::new())]
+    pub proxy_protocol: bool,
+
+    /// Only these peers (CIDR ranges, e.g. 10.0.0.0/8) may send a PROXY header; others are refused. Repeat or separate with commas
+    #[arg(long, value_name = "CIDR", env = "REVECHO_PROXY_FROM", value_delimiter = ',', value_parser = parse_cidr)]
+    pub proxy_from: Vec<Cidr>,
 
     /// More log detail: -v shows every poll wakeup, readiness event, registration change and state change; -vv every read and write
     #[arg(short, long, action = clap::ArgAction::Count)]
@@ -217,6 +225,10 @@ impl WorkerCount {
 /// The most workers accepted: far more than any machine's cores, but a
 /// bound on the threads and sockets a typo can ask for.
 const MAX_WORKERS: usize = 1024;
+
+fn parse_cidr(text: &str) -> Result<Cidr, String> {
+    text.parse().map_err(|e: revecho::CidrError| e.to_string())
+}
 
 fn parse_workers(text: &str) -> Result<WorkerCount, String> {
     if text == "auto" {
@@ -259,6 +271,8 @@ impl ServerArgs {
             linger: self.linger,
             shutdown_grace: self.shutdown_grace,
             handle_signals: true,
+            proxy_protocol: self.proxy_protocol,
+            proxy_from: self.proxy_from.clone(),
         }
     }
 }
