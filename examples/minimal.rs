@@ -40,7 +40,6 @@
 
 use std::io::ErrorKind::{ConnectionAborted, Interrupted, WouldBlock, WriteZero};
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token};
@@ -53,21 +52,18 @@ const LISTENER: Token = Token(usize::MAX);
 /// several reads (revecho's `--read-chunk 4` shows the same).
 const READ_SIZE: usize = 4;
 
+/// One connection. Its state is `written`: `None` while it reads its
+/// message (registered READABLE), then how many bytes of the reply the
+/// kernel has taken (registered WRITABLE if a write returned WouldBlock).
 struct Client {
     stream: TcpStream,
     /// The message as it arrives; reversed in place once it is complete.
     message: Vec<u8>,
-    state: State,
-}
-
-enum State {
-    /// Registered READABLE, waiting for the rest of the message.
-    Reading,
-    /// Replying: this many bytes of the reply are in the kernel already.
-    Writing(usize),
+    written: Option<usize>,
 }
 
 fn main() {
+    // Every error that reaches here ends the server, with one line.
     if let Err(error) = run() {
         eprintln!("error: {error}");
         std::process::exit(1);
@@ -75,21 +71,19 @@ fn main() {
 }
 
 fn run() -> io::Result<()> {
-    let read_once = std::env::args().any(|argument| argument == "--read-once");
-    let address = std::env::args()
-        .skip(1)
-        .find(|argument| argument != "--read-once");
-    let address = address.as_deref().unwrap_or("127.0.0.1:7342");
-    let address: SocketAddr = address
-        .parse()
-        .map_err(|_| io::Error::other(format!("bad address {address:?}")))?;
+    let mut arguments: Vec<String> = std::env::args().skip(1).collect();
+    let read_once = arguments.iter().any(|argument| argument == "--read-once");
+    arguments.retain(|argument| argument != "--read-once");
+    let address = arguments.pop().unwrap_or_else(|| "127.0.0.1:7342".into());
+    let bad_address = |_| io::Error::other(format!("bad address {address:?}"));
     // mio's `bind` makes the listening socket non-blocking, and every
     // stream it accepts too: no call below can block. Only `poll` waits.
-    let mut listener = TcpListener::bind(address)
+    let mut listener = TcpListener::bind(address.parse().map_err(bad_address)?)
         .map_err(|e| io::Error::other(format!("cannot listen on {address}: {e}")))?;
     let mut poll = Poll::new()?;
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    // An owned handle on the registry, usable while `poll` is borrowed.
+    let registry = poll.registry().try_clone()?;
+    registry.register(&mut listener, LISTENER, Interest::READABLE)?;
     println!("listening on {}", listener.local_addr()?);
 
     let mut clients = Slab::new();
@@ -101,69 +95,82 @@ fn run() -> io::Result<()> {
             result => result?,
         }
         for event in &events {
-            if event.token() == LISTENER {
-                accept_all(&listener, poll.registry(), &mut clients)?;
-                continue;
+            let token = event.token();
+            if token == LISTENER {
+                // Accept until WouldBlock: one event may stand for many
+                // queued clients, and edge-triggered readiness will not
+                // report the ones left behind.
+                loop {
+                    let mut stream = match listener.accept() {
+                        Ok((stream, _peer)) => stream,
+                        Err(e) if e.kind() == WouldBlock => break,
+                        // A signal, or a client that gave up while queued.
+                        Err(e) if matches!(e.kind(), Interrupted | ConnectionAborted) => continue,
+                        // Out of descriptors, say: revecho backs off; this loop gives up.
+                        Err(e) => return Err(io::Error::other(format!("accept: {e}"))),
+                    };
+                    let slot = clients.vacant_entry();
+                    // The client speaks first, so the first interest is READABLE.
+                    registry.register(&mut stream, Token(slot.key()), Interest::READABLE)?;
+                    slot.insert(Client {
+                        stream,
+                        message: Vec::new(),
+                        written: None,
+                    });
+                }
+            // No client in the slot means it closed earlier in this batch.
+            } else if let Some(client) = clients.get_mut(token.0) {
+                match serve(client, &registry, token, read_once) {
+                    Ok(false) => continue,
+                    Ok(true) => {}
+                    // A client's error ends that client, never the server.
+                    Err(e) => eprintln!("token {}: {e}", token.0),
+                }
+                // Deregister, then free the slot; dropping the stream closes it.
+                registry.deregister(&mut clients.remove(token.0).stream)?;
             }
-            // An event for an empty slot belongs to a client closed
-            // earlier in this batch: drop it. (revecho adds a generation
-            // to each token, so that a *reused* slot cannot get it either.)
-            let Some(client) = clients.get_mut(event.token().0) else {
-                continue;
-            };
-            match serve(client, poll.registry(), event.token(), read_once) {
-                Ok(true) => continue,
-                Ok(false) => {}
-                // A client's error ends that client, never the server.
-                Err(e) => eprintln!("token {}: {e}", event.token().0),
-            }
-            // Deregister, then free the slot; dropping the stream closes it.
-            let mut client = clients.remove(event.token().0);
-            poll.registry().deregister(&mut client.stream)?;
         }
     }
 }
 
-/// Accepts until WouldBlock: one event may stand for many queued clients,
-/// and edge-triggered readiness will not report the ones left behind.
-fn accept_all(listener: &TcpListener, registry: &Registry, clients: &mut Slab<Client>) -> io::Result<()> {
-    loop {
-        let mut stream = match listener.accept() {
-            Ok((stream, _peer)) => stream,
-            Err(e) if e.kind() == WouldBlock => return Ok(()),
-            // A signal, or a client that gave up while queued: go on.
-            Err(e) if matches!(e.kind(), Interrupted | ConnectionAborted) => continue,
-            // Out of descriptors, say: revecho backs off; this loop gives up.
-            Err(e) => return Err(e),
-        };
-        let slot = clients.vacant_entry();
-        // The client speaks first, so the first interest is READABLE.
-        registry.register(&mut stream, Token(slot.key()), Interest::READABLE)?;
-        slot.insert(Client {
-            stream,
-            message: Vec::new(),
-            state: State::Reading,
-        });
-    }
-}
-
-/// Does all the client's socket allows now. `Ok(true)`: wait for its next
-/// event; `Ok(false)`: the reply is out, close it. The event may be
-/// spurious, so nothing here assumes that a call will succeed.
+/// One client's turn: all its socket allows now. The event may be spurious,
+/// so nothing here assumes that a call will succeed. Returns whether the
+/// reply is out (close the client) or the client must wait for an event.
 fn serve(client: &mut Client, registry: &Registry, token: Token, read_once: bool) -> io::Result<bool> {
-    let registered_readable = matches!(client.state, State::Reading);
-    if registered_readable {
-        if !read_message(client, read_once)? {
-            return Ok(true);
+    let registered_readable = client.written.is_none();
+    let mut buffer = [0; READ_SIZE];
+    while client.written.is_none() {
+        match client.stream.read(&mut buffer) {
+            Ok(n) => {
+                client.message.extend_from_slice(&buffer[..n]);
+                if read_once {
+                    // The bug on purpose: after a full read, wait for an
+                    // event (which never comes); a short read ends the message.
+                    println!("read {n} bytes");
+                    if n == READ_SIZE {
+                        return Ok(false);
+                    }
+                }
+                // End of stream: the client shut down its side; the
+                // message is whatever arrived, possibly nothing.
+                if n == 0 || read_once {
+                    client.written = Some(0);
+                }
+            }
+            // Nothing yet (the event was spurious): keep waiting.
+            Err(e) if e.kind() == WouldBlock && client.message.is_empty() => return Ok(false),
+            // Drained: the burst that arrived is the message.
+            Err(e) if e.kind() == WouldBlock => client.written = Some(0),
+            Err(e) if e.kind() == Interrupted => {}
+            Err(e) => return Err(e),
         }
+    }
+    if registered_readable {
         // The seed's `bytes(reversed(data))`. Then write at once, without
         // waiting for an event: the send buffer almost always has room.
         client.message.reverse();
-        client.state = State::Writing(0);
     }
-    let State::Writing(written) = &mut client.state else {
-        return Ok(true);
-    };
+    let written = client.written.get_or_insert(0);
     // Write until the reply is out or the kernel takes no more.
     while *written < client.message.len() {
         match client.stream.write(&client.message[*written..]) {
@@ -176,36 +183,11 @@ fn serve(client: &mut Client, registry: &Registry, token: Token, read_once: bool
                 if registered_readable {
                     registry.reregister(&mut client.stream, token, Interest::WRITABLE)?;
                 }
-                return Ok(true);
+                return Ok(false);
             }
             Err(e) if e.kind() == Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(false)
-}
-
-/// Reads until WouldBlock or end of stream (or once, with `--read-once`).
-/// Returns whether the message is complete.
-fn read_message(client: &mut Client, read_once: bool) -> io::Result<bool> {
-    let mut buffer = [0; READ_SIZE];
-    loop {
-        match client.stream.read(&mut buffer) {
-            // End of stream: the client shut down its side; the message is
-            // whatever arrived, possibly nothing.
-            Ok(0) => return Ok(true),
-            Ok(n) if read_once => {
-                client.message.extend_from_slice(&buffer[..n]);
-                println!("read {n} bytes");
-                return Ok(n < READ_SIZE);
-            }
-            Ok(n) => client.message.extend_from_slice(&buffer[..n]),
-            // Nothing yet (the event was spurious): keep waiting.
-            Err(e) if e.kind() == WouldBlock && client.message.is_empty() => return Ok(false),
-            // Drained: the burst that arrived is the message.
-            Err(e) if e.kind() == WouldBlock => return Ok(true),
-            Err(e) if e.kind() == Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
+    Ok(true)
 }
