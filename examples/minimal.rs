@@ -118,15 +118,18 @@ fn run() -> io::Result<()> {
                         written: None,
                     });
                 }
-            // No client in the slot means it closed earlier in this batch.
             } else if let Some(client) = clients.get_mut(token.0) {
+                // (An empty slot would mean a client closed earlier in this
+                // batch: such an event is skipped. revecho adds generations
+                // to tokens so that a reused slot cannot get it either.)
                 match serve(client, &registry, token, read_once) {
                     Ok(false) => continue,
                     Ok(true) => {}
                     // A client's error ends that client, never the server.
                     Err(e) => eprintln!("token {}: {e}", token.0),
                 }
-                // Deregister, then free the slot; dropping the stream closes it.
+                // Free the slot and deregister the stream before the next `poll`
+                // can report it; dropping the stream then closes it.
                 registry.deregister(&mut clients.remove(token.0).stream)?;
             }
         }
