@@ -91,6 +91,58 @@ fn minimal_fails_with_one_line_when_its_address_is_taken() {
     assert_one_error_line(&output, "cannot listen on");
 }
 
+/// The walkthrough's fifth failure: out of descriptors, `accept` fails and
+/// the minimal loop, which has no back-off, ends with one line. The shell
+/// sets the limit (`ulimit -n 16`, as the walkthrough does) and then
+/// becomes the example. The clients stay open, so each one the loop
+/// accepts holds a descriptor; once the loop has exited, connecting is
+/// refused, which ends the supply of clients.
+#[test]
+fn minimal_out_of_descriptors_ends_with_one_accept_error_line() {
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -n 16 && exec \"$0\" 127.0.0.1:0"])
+        .arg(example_path("minimal"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sh");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let stderr = drain(child.stderr.take().expect("stderr"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("first line");
+    let address: SocketAddr = first
+        .trim_end()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("expected `listening on ADDR`, got {first:?}"))
+        .parse()
+        .expect("listening address");
+
+    let mut held = Vec::new();
+    while held.len() < 200 {
+        match std::net::TcpStream::connect(address) {
+            Ok(stream) => held.push(stream),
+            Err(_) => break,
+        }
+    }
+    let status = match child.wait_timeout(PATIENCE).expect("wait") {
+        Some(status) => status,
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the minimal loop did not exit with {} clients held", held.len());
+        }
+    };
+    let mut rest = Vec::new();
+    stdout.read_to_end(&mut rest).expect("stdout");
+    let output = Output {
+        status,
+        stdout: rest,
+        stderr: stderr.join().expect("stderr reader"),
+    };
+    assert_one_error_line(&output, "accept: Too many open files");
+}
+
 // ---------------------------------------------------------------------------
 // blocking_server
 // ---------------------------------------------------------------------------
