@@ -646,7 +646,14 @@ impl Connection {
         });
         #[cfg(test)]
         tests::record_transition((self.state.kind(), event, next.kind()));
-        self.state = next;
+        // The message or reply buffer of the state left behind, if large,
+        // serves the next large message on this thread.
+        match std::mem::replace(&mut self.state, next) {
+            State::Receiving { received: buffer, .. } | State::Sending { reply: buffer, .. } => {
+                spare_buffers::give_back(buffer)
+            }
+            State::Lingering { .. } | State::Closed { .. } => {}
+        }
     }
 }
 
@@ -692,8 +699,9 @@ fn receive(
             }
             Ok(n) => {
                 // Amortised growth: the capacity at most doubles past what
-                // has arrived.
-                received.extend_from_slice(&cx.scratch[..n]);
+                // has arrived, or a large message moves into a buffer an
+                // earlier one left (see `spare_buffers`).
+                spare_buffers::append(received, &cx.scratch[..n]);
                 budget.bytes -= n;
                 cx.stats.bytes_in(n);
                 *last_progress = cx.now;
@@ -747,6 +755,7 @@ fn receive(
                 "{name}: more than {} without a complete message",
                 bytes(config.max_message)
             );
+            spare_buffers::give_back(message);
             return shut_down_writing(name, io, cx, Ending::Refused, false);
         }
         Received::Failed(e) => return failed(failure(name, "read", &e)),
@@ -930,5 +939,6 @@ fn failed(reason: CloseReason) -> Step {
 }
 
 pub mod diagram;
+mod spare_buffers;
 #[cfg(test)]
 mod tests;

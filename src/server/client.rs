@@ -138,3 +138,4 @@ fn report_interest(
         to,
     });
 }
+
