@@ -99,7 +99,11 @@ mod tests {
         assert_eq!(kept(), 1, "a small message leaves the spare buffer alone");
         append(&mut message, &[2; SMALLEST / 2]);
         assert_eq!(kept(), 0);
-        assert_eq!(message.as_ptr(), address, "the message moved into the spare buffer");
+        assert_eq!(
+            message.as_ptr(),
+            address,
+            "the message moved into the spare buffer"
+        );
         assert_eq!(message.len(), SMALLEST / 4 + SMALLEST / 2);
         assert!(message[..SMALLEST / 4].iter().all(|&byte| byte == 1));
         assert!(message[SMALLEST / 4..].iter().all(|&byte| byte == 2));
