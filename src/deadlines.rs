@@ -15,7 +15,8 @@
 //! was, and the set answers what deadline a connection has (`get`), so the
 //! connection need not remember it.
 //!
-//! Memory is why it is a heap: 24 bytes per entry in one array plus 4 for
+//! Memory is why it is a heap: 16 bytes per entry in one array (the
+//! deadline as nanoseconds after the set's epoch, and the token) plus 4 for
 //! the position, against about 47 per entry in the B-tree set this replaced
 //! (`BTreeSet<(Instant, Token)>`, whose nodes hold 11 keys and, filled in
 //! deadline order, stay about half full), and the 16-byte copy of the
@@ -28,7 +29,7 @@
 //! the price of coarse ticks. `cargo bench --bench deadlines` measures this
 //! one.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::Token;
 
@@ -38,35 +39,60 @@ use crate::token;
 const ABSENT: u32 = u32::MAX;
 
 /// Pending deadlines, earliest first.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Deadlines {
-    /// A binary min-heap: every entry is no later than its two children,
-    /// at `2i + 1` and `2i + 2`.
-    heap: Vec<(Instant, Token)>,
+    /// What the heap's times count from: an hour before the set was made,
+    /// so that every deadline a server computes (now or later, plus a
+    /// timeout) lies after it.
+    epoch: Instant,
+    /// A binary min-heap of (nanoseconds after `epoch`, token): every entry
+    /// is no later than its two children, at `2i + 1` and `2i + 2`. A `u64`
+    /// is half an `Instant` and compares in one instruction.
+    heap: Vec<(u64, Token)>,
     /// By slab key: the index of that connection's entry in `heap`, or
     /// [`ABSENT`]. `u32` is enough: keys and so entries are fewer than
     /// [`MAX_CONNECTIONS`](crate::MAX_CONNECTIONS).
     positions: Vec<u32>,
 }
 
+impl Default for Deadlines {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Deadlines {
     /// An empty set.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_capacity(0)
     }
 
     /// An empty set with room for `connections` deadlines, keyed `0..connections`.
     pub fn with_capacity(connections: usize) -> Self {
+        let now = Instant::now();
         Deadlines {
+            epoch: now.checked_sub(Duration::from_secs(3600)).unwrap_or(now),
             heap: Vec::with_capacity(connections),
             positions: Vec::with_capacity(connections),
         }
+    }
+
+    /// `deadline` as the heap keeps it. One earlier than the epoch (not
+    /// one a server makes) counts as the epoch: it is due anyway.
+    fn nanos(&self, deadline: Instant) -> u64 {
+        let since = deadline.saturating_duration_since(self.epoch).as_nanos();
+        u64::try_from(since).unwrap_or(u64::MAX)
+    }
+
+    fn instant(&self, nanos: u64) -> Instant {
+        self.epoch + Duration::from_nanos(nanos)
     }
 
     /// Sets `token`'s deadline to `deadline`, or removes it with `None`.
     /// Nothing moves when it is unchanged.
     pub fn set(&mut self, token: Token, deadline: Option<Instant>) {
         let key = token::key(token);
+        let deadline = deadline.map(|deadline| self.nanos(deadline));
         match (self.position(key), deadline) {
             (None, None) => {}
             (None, Some(deadline)) => {
@@ -94,16 +120,17 @@ impl Deadlines {
     pub fn get(&self, token: Token) -> Option<Instant> {
         let index = self.position(token::key(token))?;
         let (deadline, owner) = self.heap[index];
-        (owner == token).then_some(deadline)
+        (owner == token).then(|| self.instant(deadline))
     }
 
     /// The earliest deadline, if any.
     pub fn next(&self) -> Option<Instant> {
-        self.heap.first().map(|&(deadline, _)| deadline)
+        self.heap.first().map(|&(deadline, _)| self.instant(deadline))
     }
 
     /// Removes and returns one token whose deadline is at or before `now`.
     pub fn pop_expired(&mut self, now: Instant) -> Option<Token> {
+        let now = self.nanos(now);
         match self.heap.first() {
             Some(&(deadline, token)) if deadline <= now => {
                 self.remove_at(0);
@@ -154,7 +181,7 @@ impl Deadlines {
     fn sift_up(&mut self, mut index: usize) -> usize {
         while index > 0 {
             let parent = (index - 1) / 2;
-            if self.heap[parent] <= self.heap[index] {
+            if self.heap[parent].0 <= self.heap[index].0 {
                 break;
             }
             self.heap.swap(parent, index);
@@ -171,10 +198,10 @@ impl Deadlines {
             let left = 2 * index + 1;
             let right = left + 1;
             let mut earliest = index;
-            if left < self.heap.len() && self.heap[left] < self.heap[earliest] {
+            if left < self.heap.len() && self.heap[left].0 < self.heap[earliest].0 {
                 earliest = left;
             }
-            if right < self.heap.len() && self.heap[right] < self.heap[earliest] {
+            if right < self.heap.len() && self.heap[right].0 < self.heap[earliest].0 {
                 earliest = right;
             }
             if earliest == index {
