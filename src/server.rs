@@ -534,7 +534,7 @@ impl Server {
         let Some(mut client) = self.connections.try_remove(key) else {
             return;
         };
-        client.deregister(self.poll.registry(), self.observer.as_deref());
+        client.deregister(self.observer.as_deref());
         self.deadlines.set(client.token, None);
         let name = client.connection.name();
         if let Some(peer) = name.peer {
