@@ -94,6 +94,9 @@ pub enum State {
         /// Bytes so far. Grows only by what arrived, so its capacity stays
         /// within about twice the bytes the client sent, whatever
         /// `read_chunk` is: reads land in the loop's scratch buffer first.
+        /// Past 32 KiB it may move into a larger buffer that an earlier
+        /// message left (`spare_buffers`), never one over what
+        /// `max_message` allows.
         received: Vec<u8>,
         /// How far line framing has looked for `\n`.
         searched: usize,
