@@ -676,11 +676,10 @@ impl Connection {
         tests::record_transition((self.state.kind(), event, next.kind()));
         // The message or reply buffer of the state left behind, if large,
         // serves the next large message on this thread.
-        match std::mem::replace(&mut self.state, next) {
-            State::Receiving { received: buffer, .. } | State::Sending { reply: buffer, .. } => {
-                spare_buffers::give_back(buffer)
-            }
-            State::Lingering { .. } | State::Closed { .. } => {}
+        if let State::Receiving { received: buffer, .. } | State::Sending { reply: buffer, .. } =
+            std::mem::replace(&mut self.state, next)
+        {
+            spare_buffers::give_back(buffer);
         }
     }
 }
