@@ -54,7 +54,7 @@
 use std::fmt;
 use std::io::{self, ErrorKind};
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{debug, trace};
 use mio::Interest;
@@ -110,6 +110,9 @@ pub enum State {
         /// Bytes so far. Grows only by what arrived, so its capacity stays
         /// within about twice the bytes the client sent, whatever
         /// `read_chunk` is: reads land in the loop's scratch buffer first.
+        /// Past 32 KiB it may move into a larger buffer that an earlier
+        /// message left (`spare_buffers`), never one over what
+        /// `max_message` allows.
         received: Vec<u8>,
         /// How far line framing has looked for `\n`.
         searched: usize,
@@ -414,10 +417,55 @@ pub struct Name {
     pub id: u64,
     /// The client's address, when known: the socket's peer, or the address
     /// a PROXY header named.
-    pub peer: Option<SocketAddr>,
+    pub peer: Option<Address>,
     /// The load balancer the client came through, when a PROXY header
     /// named a client other than the socket's peer.
-    pub via: Option<SocketAddr>,
+    pub via: Option<Address>,
+}
+
+/// An address as a log line shows it: IP and port, in 20 bytes where a
+/// `SocketAddr` takes 32 (it also carries IPv6's flow label and scope id,
+/// which no log line shows). Every connection holds two in its [`Name`],
+/// so this is most of what keeps an idle connection near 0.14 KiB
+/// (docs/benchmarks.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Address {
+    ip: IpAddr,
+    port: u16,
+}
+
+impl Address {
+    /// The IP address.
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl From<SocketAddr> for Address {
+    fn from(address: SocketAddr) -> Address {
+        Address {
+            ip: address.ip(),
+            port: address.port(),
+        }
+    }
+}
+
+impl From<Address> for SocketAddr {
+    fn from(address: Address) -> SocketAddr {
+        SocketAddr::new(address.ip, address.port)
+    }
+}
+
+/// `127.0.0.1:50312`, `[::1]:50312`: as `SocketAddr` shows it.
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        SocketAddr::from(*self).fmt(f)
+    }
 }
 
 impl fmt::Display for Name {
@@ -451,9 +499,37 @@ pub(crate) fn bytes(n: impl TryInto<u64>) -> Bytes {
 pub struct Connection {
     name: Name,
     state: State,
+    times: Times,
+}
+
+/// When the connection was accepted, and when a byte of the message or the
+/// reply last moved. The second is kept as nanoseconds after the first, 8
+/// bytes where an `Instant` takes 16: with ten thousand idle connections
+/// every byte of a connection counts (docs/benchmarks.md, "Memory per idle
+/// connection"). A `u64` of nanoseconds lasts 584 years.
+#[derive(Clone, Copy, Debug)]
+struct Times {
     accepted_at: Instant,
-    /// The last time a byte of the message or the reply moved.
-    last_progress: Instant,
+    last_progress_nanos: u64,
+}
+
+impl Times {
+    fn new(now: Instant) -> Times {
+        Times {
+            accepted_at: now,
+            last_progress_nanos: 0,
+        }
+    }
+
+    /// A byte moved at `now`.
+    fn progress(&mut self, now: Instant) {
+        let since = now.saturating_duration_since(self.accepted_at).as_nanos();
+        self.last_progress_nanos = u64::try_from(since).unwrap_or(u64::MAX);
+    }
+
+    fn last_progress(&self) -> Instant {
+        self.accepted_at + Duration::from_nanos(self.last_progress_nanos)
+    }
 }
 
 /// What one state's step found: stay, or move on. [`Connection::apply`]
@@ -523,8 +599,7 @@ impl Connection {
                 received: Vec::new(),
                 searched: 0,
             },
-            accepted_at: now,
-            last_progress: now,
+            times: Times::new(now),
         }
     }
 
@@ -570,11 +645,15 @@ impl Connection {
 
     /// When this connection times out if nothing happens first.
     pub fn deadline(&self, config: &Config) -> Option<Instant> {
-        let idle = config.idle_timeout.map(|timeout| self.last_progress + timeout);
+        let idle = config
+            .idle_timeout
+            .map(|timeout| self.times.last_progress() + timeout);
         match self.state {
             // The header counts towards the read timeout: both run from accept.
             State::ReadingProxyHeader { .. } | State::Receiving { .. } => {
-                let read = config.read_timeout.map(|timeout| self.accepted_at + timeout);
+                let read = config
+                    .read_timeout
+                    .map(|timeout| self.times.accepted_at + timeout);
                 idle.into_iter().chain(read).min()
             }
             State::Sending { .. } => idle,
@@ -595,23 +674,12 @@ impl Connection {
         loop {
             let name = self.name;
             let step = match &mut self.state {
-                State::ReadingProxyHeader { received } => read_proxy_header(
-                    &mut self.name,
-                    received,
-                    &mut self.last_progress,
-                    io,
-                    cx,
-                    &mut budget,
-                ),
-                State::Receiving { received, searched } => receive(
-                    name,
-                    received,
-                    searched,
-                    &mut self.last_progress,
-                    io,
-                    cx,
-                    &mut budget,
-                ),
+                State::ReadingProxyHeader { received } => {
+                    read_proxy_header(&mut self.name, received, &mut self.times, io, cx, &mut budget)
+                }
+                State::Receiving { received, searched } => {
+                    receive(name, received, searched, &mut self.times, io, cx, &mut budget)
+                }
                 State::Sending {
                     reply,
                     written,
@@ -621,7 +689,7 @@ impl Connection {
                     reply,
                     written,
                     *peer_finished,
-                    &mut self.last_progress,
+                    &mut self.times,
                     io,
                     cx,
                     &mut budget,
@@ -655,7 +723,7 @@ impl Connection {
                 let read_expired = cx
                     .config
                     .read_timeout
-                    .is_some_and(|timeout| self.accepted_at + timeout <= cx.now);
+                    .is_some_and(|timeout| self.times.accepted_at + timeout <= cx.now);
                 if read_expired {
                     (Event::TimedOut, CloseReason::ReadTimeout)
                 } else {
@@ -725,7 +793,13 @@ impl Connection {
         });
         #[cfg(test)]
         tests::record_transition((self.state.kind(), event, next.kind()));
-        self.state = next;
+        // The message or reply buffer of the state left behind, if large,
+        // serves the next large message on this thread.
+        if let State::Receiving { received: buffer, .. } | State::Sending { reply: buffer, .. } =
+            std::mem::replace(&mut self.state, next)
+        {
+            spare_buffers::give_back(buffer);
+        }
     }
 }
 
@@ -737,7 +811,7 @@ fn receive(
     name: Name,
     received: &mut Vec<u8>,
     searched: &mut usize,
-    last_progress: &mut Instant,
+    times: &mut Times,
     io: &mut impl Transport,
     cx: &mut Context,
     budget: &mut Budget,
@@ -771,11 +845,12 @@ fn receive(
             }
             Ok(n) => {
                 // Amortised growth: the capacity at most doubles past what
-                // has arrived.
-                received.extend_from_slice(&cx.scratch[..n]);
+                // has arrived, or a large message moves into a buffer an
+                // earlier one left (see `spare_buffers`).
+                spare_buffers::append(received, &cx.scratch[..n]);
                 budget.bytes -= n;
                 cx.stats.bytes_in(n);
-                *last_progress = cx.now;
+                times.progress(cx.now);
                 trace!("{name}: read: {} ({} buffered)", bytes(n), received.len());
                 cx.observe(|| observer::Event::Read {
                     connection: name.id,
@@ -826,6 +901,7 @@ fn receive(
                 "{name}: more than {} without a complete message",
                 bytes(config.max_message)
             );
+            spare_buffers::give_back(message);
             return shut_down_writing(name, io, cx, Ending::Refused, false);
         }
         Received::Failed(e) => return failed(failure(name, "read", &e)),
@@ -851,7 +927,7 @@ fn send(
     reply: &[u8],
     written: &mut usize,
     peer_finished: bool,
-    last_progress: &mut Instant,
+    times: &mut Times,
     io: &mut impl Transport,
     cx: &Context,
     budget: &mut Budget,
@@ -871,7 +947,7 @@ fn send(
                 *written += n;
                 budget.bytes -= n;
                 cx.stats.bytes_out(n);
-                *last_progress = cx.now;
+                times.progress(cx.now);
                 let left = reply.len() - *written;
                 cx.observe(|| observer::Event::Wrote {
                     connection: name.id,
@@ -1012,6 +1088,7 @@ pub mod diagram;
 #[cfg(test)]
 mod properties;
 mod proxy_header;
+mod spare_buffers;
 #[cfg(test)]
 mod tests;
 

@@ -71,6 +71,11 @@ pub(crate) fn connection(key: usize, id: u64) -> Token {
     Token((generation << KEY_BITS) | key)
 }
 
+/// The slab key in a connection's token (its generation left out).
+pub(crate) fn key(token: Token) -> usize {
+    token.0 & KEY_MASK
+}
+
 /// Reads a token back.
 pub(crate) fn source(token: Token) -> Source {
     match token {

@@ -13,13 +13,12 @@
 //! `Receiving` starts empty and waits for more, in every framing.
 
 use std::fmt;
-use std::time::Instant;
 
 use log::{debug, trace};
 
 use super::{
-    Budget, CloseReason, Context, Ending, Event, Name, Next, Step, bytes, failed, failure, shut_down_writing,
-    would_block_on,
+    Budget, CloseReason, Context, Ending, Event, Name, Next, Step, Times, bytes, failed, failure,
+    shut_down_writing, would_block_on,
 };
 use crate::error::{interrupted, would_block};
 use crate::framing::{self, Scan};
@@ -56,7 +55,7 @@ impl fmt::Display for HeaderFault {
 pub(super) fn read_proxy_header(
     name: &mut Name,
     received: &mut Vec<u8>,
-    last_progress: &mut Instant,
+    times: &mut Times,
     io: &mut impl Transport,
     cx: &mut Context,
     budget: &mut Budget,
@@ -92,7 +91,7 @@ pub(super) fn read_proxy_header(
                 received.extend_from_slice(&cx.scratch[..n]);
                 budget.bytes -= n;
                 cx.stats.bytes_in(n);
-                *last_progress = cx.now;
+                times.progress(cx.now);
                 trace!("{name}: read: {} ({} buffered)", bytes(n), received.len());
                 let id = name.id;
                 cx.observe(|| observer::Event::Read {
@@ -148,7 +147,7 @@ fn on_header(
     match command {
         Command::Proxy { source, .. } => {
             name.via = name.peer;
-            name.peer = Some(source);
+            name.peer = Some(source.into());
             debug!("{name}: PROXY header names the client");
         }
         // A balancer's health check: it is its own client.

@@ -33,7 +33,7 @@ fn balancer() -> SocketAddr {
 fn conn_behind_proxy(h: &Harness) -> Connection {
     let name = Name {
         id: 1,
-        peer: Some(balancer()),
+        peer: Some(balancer().into()),
         via: None,
     };
     Connection::behind_proxy(name, h.start)
@@ -129,7 +129,7 @@ fn a_header_split_byte_by_byte_is_awaited() {
     }
     assert_receiving(&conn);
     assert_eq!(
-        conn.name().peer,
+        conn.name().peer.map(SocketAddr::from),
         Some("203.0.113.7:56324".parse().expect("address"))
     );
     stream.push_reads([data(b"Hi"), Read::WouldBlock]);

@@ -3,11 +3,10 @@
 //!
 //! Interest follows state: a new client is registered READABLE (it speaks
 //! first), the interest changes only when the connection's state asks for
-//! a different one (a system call saved otherwise), and the stream is
-//! deregistered before its slab slot can be reused.
+//! a different one (a system call saved otherwise), and the stream leaves
+//! the poll, by being closed, before its slab slot can be reused.
 
 use std::io;
-use std::time::Instant;
 
 use log::{debug, trace};
 use mio::net::TcpStream;
@@ -28,8 +27,6 @@ pub(super) struct Client {
     pub(super) token: Token,
     /// The interest currently registered with the poll.
     interest: Interest,
-    /// The deadline currently in [`Deadlines`](crate::deadlines::Deadlines).
-    pub(super) deadline: Option<Instant>,
     /// Out of budget last turn and queued in `Server::yielded`.
     pub(super) yielded: bool,
     /// What this connection counts against `max_connections_per_ip`, if
@@ -60,7 +57,6 @@ impl Client {
             stream,
             token,
             interest: Interest::READABLE,
-            deadline: None,
             yielded: false,
             charge: None,
         })
@@ -95,14 +91,22 @@ impl Client {
         Ok(())
     }
 
-    /// Deregisters before the socket closes and the slot can be reused. A
-    /// failure changes nothing: the close removes the socket from the poll
-    /// anyway.
-    pub(super) fn deregister(&mut self, registry: &Registry, observer: Option<&dyn Observer>) {
-        match registry.deregister(&mut self.stream) {
-            Ok(()) => debug!("{}: deregistered: closing the socket", self.connection.name()),
-            Err(e) => trace!("{}: deregister failed: {e}", self.connection.name()),
-        }
+    /// Takes the stream out of the poll's interest: by closing it, which
+    /// [`close`](Client::close) does next, not with an `epoll_ctl(DEL)` of
+    /// its own. That saves one system call of the nine or ten a short
+    /// exchange costs (measured in docs/benchmarks.md), and it is safe:
+    ///
+    /// - epoll forgets a descriptor when its last reference is closed. The
+    ///   stream is ours alone: accepted with `SOCK_CLOEXEC`, never
+    ///   duplicated, so a child that execs holds no copy either.
+    /// - Should a copy survive anyway (an embedder that forks without
+    ///   exec), the socket could still report events under its old token.
+    ///   The token carries the connection's generation ([`crate::token`]),
+    ///   so such a stale event does not match the slot's next client and
+    ///   the loop drops it: the same guarantee an explicit deregistration
+    ///   gave, kept by the token rather than by the order of the calls.
+    pub(super) fn deregister(&mut self, observer: Option<&dyn Observer>) {
+        debug!("{}: deregistered: closing the socket", self.connection.name());
         report_interest(observer, &self.connection, Some(self.interest), None);
     }
 
@@ -143,4 +147,29 @@ fn report_interest(
         from,
         to,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::size_of;
+
+    /// Memory per idle connection is mostly this struct (its slab slot)
+    /// plus its deadline entry; docs/benchmarks.md measures the sum. The
+    /// stream is 4 bytes in release builds (a descriptor) and 16 in debug
+    /// ones, where mio adds a registration check; the rest is ours. The
+    /// PROXY protocol added the balancer's address to every `Name` and a
+    /// charge to every client: 8 bytes in all, once both were made compact
+    /// (`connection::Address`, a charge that holds no address).
+    #[test]
+    fn a_client_stays_small() {
+        assert!(
+            size_of::<Connection>() <= 112,
+            "Connection is {} bytes",
+            size_of::<Connection>()
+        );
+        let ours = size_of::<Client>() - size_of::<TcpStream>();
+        // 124 in release builds; debug builds pad the wider stream to 128.
+        assert!(ours <= 128, "Client without its stream is {ours} bytes");
+    }
 }
