@@ -803,6 +803,16 @@ impl Connection {
     }
 }
 
+/// How many bytes the next read of a message (or of the PROXY header
+/// before it) asks for, with `buffered` bytes already held: one chunk,
+/// within the turn's budget and the scratch buffer, and at most one byte
+/// past `max_message`. Reading that one byte is how the connection learns
+/// the client sent too much, without buffering more.
+fn read_size(config: &Config, buffered: usize, budget: &Budget, scratch: usize) -> usize {
+    let room = config.max_message.saturating_add(1).saturating_sub(buffered);
+    config.read_chunk.min(room).min(budget.bytes).min(scratch)
+}
+
 /// Receiving: read until the message is complete or the kernel has no
 /// more for now. Reads go into the loop's scratch buffer and only the bytes
 /// that arrived are appended to `received`, so a client that sent two
@@ -821,17 +831,7 @@ fn receive(
         if !budget.take_call() {
             return Step::Yield;
         }
-        // Ask for at most one byte past the limit: reading that byte is
-        // how we learn the client sent too much, without buffering more.
-        let room = config
-            .max_message
-            .saturating_add(1)
-            .saturating_sub(received.len());
-        let want = config
-            .read_chunk
-            .min(room)
-            .min(budget.bytes)
-            .min(cx.scratch.len());
+        let want = read_size(config, received.len(), budget, cx.scratch.len());
         match io.read(&mut cx.scratch[..want]) {
             // 0 bytes from a non-empty buffer: the client shut down its
             // write half (the seed's `recv` returning b"").

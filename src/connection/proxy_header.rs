@@ -17,7 +17,7 @@ use std::fmt;
 use log::{debug, trace};
 
 use super::{
-    Budget, CloseReason, Context, Ending, Event, Name, Next, Step, Times, bytes, failed, failure,
+    Budget, CloseReason, Context, Ending, Event, Name, Next, Step, Times, bytes, failed, failure, read_size,
     shut_down_writing, would_block_on,
 };
 use crate::error::{interrupted, would_block};
@@ -65,15 +65,7 @@ pub(super) fn read_proxy_header(
         if !budget.take_call() {
             return Step::Yield;
         }
-        let room = config
-            .max_message
-            .saturating_add(1)
-            .saturating_sub(received.len());
-        let want = config
-            .read_chunk
-            .min(room)
-            .min(budget.bytes)
-            .min(cx.scratch.len());
+        let want = read_size(config, received.len(), budget, cx.scratch.len());
         match io.read(&mut cx.scratch[..want]) {
             Ok(0) => {
                 let id = name.id;
