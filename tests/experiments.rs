@@ -356,21 +356,44 @@ fn without_lingering_a_client_that_sends_more_loses_its_reply_to_a_reset() {
     drop(client);
     server.wait_for_log("): closed");
     let log = stop(server);
+    // Certain: the server closed right after the reply, without lingering.
     assert_excerpt("rst-server", &server_block, &log, Numbers::Vary);
-    // How much arrived depends on the kernel's buffers; that it was not all
-    // of it, and that a reset ended it, is certain.
-    assert!(!outcome.starts_with("read 8388609 "), "{outcome}");
-    assert_excerpt("rst-client", &client_block, &[outcome], Numbers::Vary);
+    // Usually certain, but a race: how much arrived depends on the kernel's
+    // buffers, and a reset ends it. On a loaded machine the server can be
+    // put aside between its last write and its close long enough for the
+    // client to read the whole reply and the end of stream first; the
+    // reset then comes after the client stopped reading. The page says so;
+    // that outcome still had to be the whole reply (rst_exchange checked
+    // every byte), and anything else must match the page.
+    const WON_THE_RACE: &str = "read 8388609 of 8388609 reply bytes, then end of stream";
+    if outcome != WON_THE_RACE {
+        assert!(!outcome.starts_with("read 8388609 "), "{outcome}");
+        assert_excerpt("rst-client", &client_block, &[outcome], Numbers::Vary);
+    }
 }
 
 #[test]
 fn with_lingering_the_same_client_gets_the_whole_reply() {
-    let server_block = block("linger-server", "$ revecho -v --framing line --max-message 16MiB");
+    let server_block = block(
+        "linger-server",
+        "$ revecho -v --framing line --max-message 16MiB --linger 10s",
+    );
     let client_block = block(
         "linger-client",
         "$ cargo run --example rst_demo -- localhost:7342",
     );
-    let server = serve(&["-v", "--framing", "line", "--max-message", "16MiB"]);
+    // A linger of 10 s, not the default 2 s: the client closes only after
+    // the test has seen the interest change in the log, and a loaded
+    // machine must not turn that wait into a linger timeout.
+    let server = serve(&[
+        "-v",
+        "--framing",
+        "line",
+        "--max-message",
+        "16MiB",
+        "--linger",
+        "10s",
+    ]);
     // The example closes right after end of stream. The test waits until
     // the server has registered READABLE again: had the close arrived
     // before the first lingering read, that read would have ended the
