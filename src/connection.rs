@@ -813,6 +813,20 @@ fn read_size(config: &Config, buffered: usize, budget: &Budget, scratch: usize) 
     config.read_chunk.min(room).min(budget.bytes).min(scratch)
 }
 
+/// Line framing found the first line's end at `len`: the bytes after it
+/// are not part of the message, and are counted as discarded.
+fn keep_first_line(name: Name, message: &mut Vec<u8>, len: usize, stats: &Stats) {
+    let rest = message.len() - len;
+    if rest > 0 {
+        stats.bytes_discarded(rest);
+        trace!(
+            "{name}: {} after the line are not part of the message",
+            bytes(rest)
+        );
+        message.truncate(len);
+    }
+}
+
 /// Receiving: read until the message is complete or the kernel has no
 /// more for now. Reads go into the loop's scratch buffer and only the bytes
 /// that arrived are appended to `received`, so a client that sent two
@@ -882,16 +896,7 @@ fn receive(
     let mut message = std::mem::take(received);
     let peer_finished = match outcome {
         Received::Line { len } => {
-            let rest = message.len() - len;
-            if rest > 0 {
-                // Bytes after the first line are not part of the message.
-                cx.stats.bytes_discarded(rest);
-                trace!(
-                    "{name}: {} after the line are not part of the message",
-                    bytes(rest)
-                );
-                message.truncate(len);
-            }
+            keep_first_line(name, &mut message, len, cx.stats);
             false
         }
         Received::Burst => false,

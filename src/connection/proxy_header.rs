@@ -17,8 +17,8 @@ use std::fmt;
 use log::{debug, trace};
 
 use super::{
-    Budget, CloseReason, Context, Ending, Event, Name, Next, Step, Times, bytes, failed, failure, read_size,
-    shut_down_writing, would_block_on,
+    Budget, CloseReason, Context, Ending, Event, Name, Next, Step, Times, bytes, failed, failure,
+    keep_first_line, read_size, shut_down_writing, would_block_on,
 };
 use crate::error::{interrupted, would_block};
 use crate::framing::{self, Scan};
@@ -167,15 +167,7 @@ fn on_header(
         // A whole line came with the header; no read may ever follow, so
         // reply now.
         Scan::Complete { len } => {
-            let extra = rest.len() - len;
-            if extra > 0 {
-                cx.stats.bytes_discarded(extra);
-                trace!(
-                    "{name}: {} after the line are not part of the message",
-                    bytes(extra)
-                );
-                rest.truncate(len);
-            }
+            keep_first_line(*name, &mut rest, len, cx.stats);
             Step::Move(
                 Event::MessageComplete,
                 Next::Sending {
