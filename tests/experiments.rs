@@ -336,6 +336,26 @@ fn rst_exchange(server: &RunningBinary) -> (String, TcpStream) {
     (outcome, client)
 }
 
+/// How many of the server's writes came out partial depends on how fast
+/// the client drains its small receive buffer against the server's turns:
+/// on a busy machine the whole reply can go out in budget-sized writes that
+/// each fit, with none partial. So the summary's `partial_writes` counts as
+/// "some number" even when it is 0 (the RST exercises; the page says so).
+fn partial_writes_vary(log: Vec<String>) -> Vec<String> {
+    log.into_iter()
+        .map(|line| {
+            let Some(start) = line.find("partial_writes=") else {
+                return line;
+            };
+            let digits = start + "partial_writes=".len();
+            let end = line[digits..]
+                .find(|c: char| !c.is_ascii_digit())
+                .map_or(line.len(), |offset| digits + offset);
+            format!("{}N{}", &line[..digits], &line[end..])
+        })
+        .collect()
+}
+
 #[test]
 fn without_lingering_a_client_that_sends_more_loses_its_reply_to_a_reset() {
     let server_block = block(
@@ -355,7 +375,7 @@ fn without_lingering_a_client_that_sends_more_loses_its_reply_to_a_reset() {
     let (outcome, client) = rst_exchange(&server);
     drop(client);
     server.wait_for_log("): closed");
-    let log = stop(server);
+    let log = partial_writes_vary(stop(server));
     // Certain: the server closed right after the reply, without lingering.
     assert_excerpt("rst-server", &server_block, &log, Numbers::Vary);
     // Usually certain, but a race: how much arrived depends on the kernel's
@@ -402,7 +422,7 @@ fn with_lingering_the_same_client_gets_the_whole_reply() {
     server.wait_for_log("interest WRITABLE => READABLE");
     drop(client);
     server.wait_for_log("): closed");
-    let log = stop(server);
+    let log = partial_writes_vary(stop(server));
     assert_excerpt("linger-server", &server_block, &log, Numbers::Vary);
     // docs/state-machine.md quotes the same run for its registration lines.
     let registration = marked_blocks("docs/state-machine.md", "registration");
