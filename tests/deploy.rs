@@ -271,78 +271,17 @@ fn free_port() -> u16 {
 /// `systemd-socket-activate` holding 127.0.0.1:`port`, which will start
 /// `revecho ARGS` on the first connection, handing it the socket. It execs
 /// revecho in its own process, so the child is revecho once started.
-struct Activated {
-    child: Child,
-    stderr: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Activated {
-    fn start(port: u16, args: &[&str]) -> Activated {
-        let mut command = Command::new("systemd-socket-activate");
-        command
-            .args(["-l", &format!("127.0.0.1:{port}"), "-E", "RUST_LOG=info", "--"])
-            .arg(env!("CARGO_BIN_EXE_revecho"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = match command.spawn() {
-            Ok(child) => child,
-            Err(error) if error.kind() == ErrorKind::NotFound => panic!(
-                "`systemd-socket-activate` is not installed, and this test needs it: \
-                 install Debian's systemd package (apt-get install -y systemd), \
-                 or run `bash .ci/run`, which does"
-            ),
-            Err(error) => panic!("running systemd-socket-activate: {error}"),
-        };
-        let (sender, stderr) = mpsc::channel();
-        let pipe = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut activated = Activated {
-            child,
-            stderr,
-            seen: Vec::new(),
-        };
-        // Only then does the port accept connections.
-        activated.wait_for_log(&format!("Listening on 127.0.0.1:{port}"));
-        activated
-    }
-
-    fn wait_for_log(&mut self, needle: &str) -> String {
-        loop {
-            match self.stderr.recv_timeout(PATIENCE) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("no line with {needle:?} in:\n{}", self.seen.join("\n")),
-            }
-        }
-    }
-
-    fn wait(&mut self) -> i32 {
-        match self.child.wait_timeout(PATIENCE).expect("wait") {
-            Some(status) => status.code().unwrap_or(-1),
-            None => panic!("did not exit:\n{}", self.seen.join("\n")),
-        }
-    }
-}
-
-impl Drop for Activated {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn socket_activated(port: u16, args: &[&str]) -> Logged {
+    let mut command = Command::new("systemd-socket-activate");
+    command
+        .args(["-l", &format!("127.0.0.1:{port}"), "-E", "RUST_LOG=info", "--"])
+        .arg(env!("CARGO_BIN_EXE_revecho"))
+        .args(args);
+    let mut activated = Logged::spawn(command, "systemd");
+    activated.port = port;
+    // Only then does the port accept connections.
+    activated.wait_for_log(&format!("Listening on 127.0.0.1:{port}"));
+    activated
 }
 
 /// One message, half-closed, and the whole reply.
@@ -360,7 +299,7 @@ fn exchange(port: u16, message: &[u8]) -> Vec<u8> {
 #[ignore = "needs systemd-socket-activate (Debian's systemd package); run by .ci/run"]
 fn serves_the_socket_systemd_passes_with_two_workers() {
     let port = free_port();
-    let mut activated = Activated::start(port, &["--workers", "2"]);
+    let mut activated = socket_activated(port, &["--workers", "2"]);
     // This first connection is what starts revecho; it waits in the
     // socket's backlog meanwhile and is served once revecho runs.
     assert_eq!(exchange(port, b"Hello, world!"), b"!dlrow ,olleH");
@@ -381,7 +320,7 @@ fn serves_the_socket_systemd_passes_with_two_workers() {
 #[ignore = "needs systemd-socket-activate (Debian's systemd package); run by .ci/run"]
 fn an_explicit_listen_beside_passed_sockets_is_a_usage_error() {
     let port = free_port();
-    let mut activated = Activated::start(port, &["--listen", "127.0.0.1:0"]);
+    let mut activated = socket_activated(port, &["--listen", "127.0.0.1:0"]);
     // Starts revecho, which refuses to run: the connection is dropped.
     let _client = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     let line = activated.wait_for_log("cannot be used with sockets passed by systemd");
@@ -437,6 +376,19 @@ impl Logged {
         }
     }
 
+    /// Waits for a line that contains `needle`.
+    fn wait_for_log(&mut self, needle: &str) -> String {
+        self.wait_for(&format!("with {needle:?}"), |line| line.contains(needle))
+    }
+
+    /// Waits for the process to exit, and returns its exit code.
+    fn wait(&mut self) -> i32 {
+        match self.child.wait_timeout(PATIENCE).expect("wait") {
+            Some(status) => status.code().unwrap_or(-1),
+            None => panic!("did not exit:\n{}", self.all_lines()),
+        }
+    }
+
     /// Waits for a line for which `wanted` holds; `what` names it in the
     /// failure message.
     fn wait_for(&mut self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
@@ -467,10 +419,7 @@ impl Logged {
             .status()
             .expect("kill");
         assert!(status.success());
-        match self.child.wait_timeout(PATIENCE).expect("wait") {
-            Some(status) => status.code().unwrap_or(-1),
-            None => panic!("did not exit:\n{}", self.all_lines()),
-        }
+        self.wait()
     }
 }
 
